@@ -1,0 +1,1 @@
+"""HTTP views: thin functions that resolve dependencies, call a service and shape JSON."""

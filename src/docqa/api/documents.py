@@ -1,0 +1,156 @@
+"""Document endpoints: upload, list, status, live progress, original file, delete."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.requests import ClientDisconnect
+
+from docqa import documents
+from docqa.api.deps import Owner, State
+from docqa.errors import BadUpload, DocumentNotFound
+from docqa.jobs import defer_processing
+from docqa.upload import check_content_length, receive_upload
+
+router = APIRouter(prefix="/api/v1", tags=["documents"])
+
+EVENTS_POLL_S = 5.0
+Status = Literal["queued", "processing", "ready", "failed"]
+
+_UPLOAD_SCHEMA: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "document_id": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"},
+                        "metadata": {"type": "string", "description": "a JSON object"},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post("/upload", openapi_extra=_UPLOAD_SCHEMA)
+async def upload(request: Request, state: State, owner: Owner) -> dict[str, Any]:
+    """Stream a file to storage and queue it for processing."""
+    limit = state.settings.max_upload_bytes
+    check_content_length(request.headers.get("content-length"), limit)
+    try:
+        received = await receive_upload(
+            request.stream(),
+            request.headers.get("content-type"),
+            limit_bytes=limit,
+            store=state.store,
+        )
+    except ClientDisconnect:
+        raise BadUpload("The upload was interrupted before the file was complete.") from None
+    created = await documents.create_document(state.db, state.store, owner, received)
+    doc = created.document
+    if not created.duplicate:
+        try:
+            await defer_processing(state.jobs, doc.pk)
+        except BaseException:
+            await documents.delete_document(state.db, state.store, owner, doc.document_id)
+            raise
+    return {
+        "document_id": doc.document_id,
+        "status": doc.status,
+        "filename": doc.filename,
+        "size_bytes": doc.size_bytes,
+        "sha256": doc.sha256,
+        "duplicate": created.duplicate,
+    }
+
+
+@router.get("/documents")
+async def list_documents(
+    state: State,
+    owner: Owner,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: str | None = None,
+    status: Status | None = None,
+) -> dict[str, Any]:
+    docs, next_cursor = await documents.list_documents(
+        state.db, owner, limit=limit, cursor=cursor, status=status
+    )
+    return {"documents": [documents.document_view(d) for d in docs], "next_cursor": next_cursor}
+
+
+@router.get("/documents/{document_id}")
+async def get_document(document_id: str, state: State, owner: Owner) -> dict[str, Any]:
+    return documents.document_view(await documents.get_document(state.db, owner, document_id))
+
+
+@router.get("/documents/{document_id}/events")
+async def document_events(document_id: str, state: State, owner: Owner) -> EventSourceResponse:
+    """Progress as server-sent events: `progress` on every change, then `ready` or `failed`."""
+    doc = await documents.get_document(state.db, owner, document_id)
+    pk = str(doc.pk)
+
+    async def stream() -> AsyncIterator[ServerSentEvent]:
+        last: dict[str, Any] | None = None
+        async with state.hub.watch(pk) as changed:
+            while True:
+                try:
+                    current = documents.document_view(
+                        await documents.get_document(state.db, owner, document_id)
+                    )
+                except DocumentNotFound as exc:
+                    yield ServerSentEvent(
+                        json.dumps({"code": exc.code, "detail": exc.detail}), event="error"
+                    )
+                    return
+                if current != last:
+                    status = current["status"]
+                    event = status if status in documents.TERMINAL else "progress"
+                    yield ServerSentEvent(json.dumps(current), event=event)
+                    if status in documents.TERMINAL:
+                        return
+                    last = current
+                changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), EVENTS_POLL_S)
+
+    return EventSourceResponse(stream(), ping=15)
+
+
+@router.get("/documents/{document_id}/file")
+async def document_file(document_id: str, state: State, owner: Owner) -> StreamingResponse:
+    doc = await documents.get_document(state.db, owner, document_id)
+    quoted = doc.filename.replace("\\", "_").replace('"', "_")
+    headers = {
+        "content-length": str(doc.size_bytes),
+        "content-disposition": f"inline; filename*=UTF-8''{_rfc5987(quoted)}",
+        # Uploaded HTML must never run as our origin's page.
+        "content-security-policy": "sandbox",
+        "x-content-type-options": "nosniff",
+    }
+    return StreamingResponse(
+        state.store.read(doc.blob_key), media_type=doc.content_type, headers=headers
+    )
+
+
+def _rfc5987(value: str) -> str:
+    from urllib.parse import quote
+
+    return quote(value, safe="")
+
+
+@router.delete("/documents/{document_id}", status_code=204)
+async def delete_document(document_id: str, state: State, owner: Owner) -> Response:
+    await documents.delete_document(state.db, state.store, owner, document_id)
+    return Response(status_code=204)

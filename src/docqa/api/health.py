@@ -1,0 +1,42 @@
+"""Liveness and readiness probes."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from docqa.api.deps import State
+from docqa.api.errors import error_response
+from docqa.db import migrate
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, Any]:
+    """The process is up and serving."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", response_model=None)
+async def readyz(state: State) -> dict[str, Any] | JSONResponse:
+    """The database answers and its schema is at the newest migration."""
+    try:
+        async with asyncio.timeout(3):
+            async with state.db.session() as session:
+                result = await session.execute(text("SELECT version_num FROM alembic_version"))
+                current = result.scalar_one_or_none()
+    except Exception:
+        return error_response(503, "The database is not reachable.", "database_unavailable")
+    head = migrate.head_revision()
+    if current != head:
+        return error_response(
+            503,
+            f"The database schema is at {current}, not {head}: run `docqa migrate`.",
+            "migrations_pending",
+        )
+    return {"status": "ready", "schema": current}

@@ -1,0 +1,85 @@
+"""The ASGI application: `create_app(settings)` builds everything; nothing happens at import."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from docqa import __version__
+from docqa.api import documents as documents_api
+from docqa.api import health as health_api
+from docqa.api.errors import RequestIdMiddleware, install_error_handlers
+from docqa.blobs import LocalBlobStore
+from docqa.db import migrate
+from docqa.db.engine import open_database
+from docqa.ingest.embed import Tokenizer, make_embedder
+from docqa.ingest.pipeline import Runtime
+from docqa.jobs import build_job_app, run_worker
+from docqa.progress import ProgressHub
+from docqa.settings import Settings
+from docqa.state import AppState
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    db = await open_database(settings)
+    try:
+        if settings.migrate_on_start:
+            await asyncio.to_thread(migrate.upgrade, db.url)
+        store = LocalBlobStore(settings.blob_dir)
+        jobs = build_job_app(settings, db.url)
+        await jobs.open_async()
+        hub = ProgressHub(db.url)
+        state = AppState(
+            settings=settings,
+            db=db,
+            store=store,
+            jobs=jobs,
+            hub=hub,
+            embedder=make_embedder(settings),
+        )
+        if settings.worker:
+            runtime = Runtime(settings, db, store, state.embedder, Tokenizer())
+            state.worker_task = asyncio.create_task(
+                run_worker(jobs, runtime, install_signal_handlers=False, name="serve-worker")
+            )
+        app.state.docqa = state
+        # Load the embedding model in the background: the first query or job should not wait.
+        warm = asyncio.create_task(asyncio.to_thread(state.embedder.embed_query, "warm up"))
+        log.info("docqa ready", extra={"worker": settings.worker})
+        try:
+            yield
+        finally:
+            warm.cancel()
+            if state.worker_task is not None:
+                state.worker_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await state.worker_task
+            await hub.stop()
+            await jobs.close_async()
+    finally:
+        await db.close()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the docqa application. Settings come from the environment when not given."""
+    settings = settings or Settings()
+    app = FastAPI(
+        title="docqa",
+        version=__version__,
+        summary="Answers questions about your own documents, with citations down to the page.",
+        lifespan=_lifespan,
+    )
+    app.state.settings = settings
+    app.add_middleware(RequestIdMiddleware)
+    install_error_handlers(app)
+    app.include_router(health_api.router)
+    app.include_router(documents_api.router)
+    return app

@@ -1,0 +1,227 @@
+"""The `docqa` command line: serve, worker, migrate, ingest, docs."""
+
+from __future__ import annotations
+
+import asyncio
+import mimetypes
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn
+from rich.table import Table
+
+from docqa.client import api_client
+from docqa.logs import configure_logging
+from docqa.settings import Settings
+from docqa.upload import KIND_BY_EXTENSION
+
+app = typer.Typer(help="docqa: ask questions about your own documents.", no_args_is_help=True)
+docs_app = typer.Typer(help="List, show and remove documents.", no_args_is_help=True)
+app.add_typer(docs_app, name="docs")
+console = Console()
+err = Console(stderr=True)
+
+ServerOpt = Annotated[
+    str | None,
+    typer.Option("--server", envvar="DOCQA_SERVER", help="URL of a running docqa server."),
+]
+KeyOpt = Annotated[
+    str | None, typer.Option("--api-key", envvar="DOCQA_API_KEY", help="API key for --server.")
+]
+
+
+def _settings(**overrides: Any) -> Settings:
+    settings = Settings(**overrides)
+    configure_logging(settings.log_level, settings.log_json)
+    return settings
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Run the API, the web page and an in-process worker."""
+    import uvicorn
+
+    from docqa.app import create_app
+
+    settings = _settings()
+    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, proxy_headers=True)
+
+
+@app.command()
+def worker(
+    name: Annotated[str, typer.Option(help="Worker name, for logs.")] = "worker",
+) -> None:
+    """Run a worker alone; start more of them to process more documents at once."""
+    from docqa.worker import worker_main
+
+    asyncio.run(worker_main(_settings(), name))
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations."""
+    from docqa.db import migrate as migrations
+    from docqa.db.engine import resolve_url
+
+    url, embedded = resolve_url(_settings())
+    try:
+        migrations.upgrade(url)
+        console.print(f"schema at {migrations.current_revision(url)}")
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+def _files(paths: list[Path]) -> Iterator[Path]:
+    for path in paths:
+        if path.is_dir():
+            for child in sorted(path.rglob("*")):
+                if child.is_file() and child.suffix.lower() in KIND_BY_EXTENSION:
+                    yield child
+        elif path.is_file():
+            yield path
+        else:
+            err.print(f"[red]not found:[/] {path}")
+
+
+def _fail(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("detail"))
+    except ValueError:
+        return f"HTTP {response.status_code}"
+
+
+async def _upload(client: httpx.AsyncClient, path: Path) -> dict[str, Any] | None:
+    ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    with path.open("rb") as f:
+        response = await client.post("/api/v1/upload", files={"file": (path.name, f, ctype)})
+    if response.status_code != 200:
+        err.print(f"[red]✗[/] {path}: {_fail(response)}")
+        return None
+    data: dict[str, Any] = response.json()
+    note = " (already uploaded)" if data["duplicate"] else ""
+    console.print(f"[green]↑[/] {path} → {data['document_id']}{note}")
+    return data
+
+
+async def _wait(client: httpx.AsyncClient, ids: list[str]) -> int:
+    failed = 0
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[stage]}"),
+        console=console,
+    ) as progress:
+        tasks: dict[str, TaskID] = {
+            i: progress.add_task(i[:24], total=100, stage="queued") for i in ids
+        }
+        pending = set(ids)
+        while pending:
+            for doc_id in list(pending):
+                doc = (await client.get(f"/api/v1/documents/{doc_id}")).json()
+                stage = doc["status"] if doc["status"] != "processing" else doc["progress"]["stage"]
+                if doc["status"] == "failed":
+                    stage = f"[red]failed: {doc['error']['message']}[/]"
+                    failed += 1
+                progress.update(tasks[doc_id], completed=doc["progress"]["percent"], stage=stage)
+                if doc["status"] in ("ready", "failed"):
+                    pending.discard(doc_id)
+            await asyncio.sleep(0.3)
+    return failed
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders to add.")],
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait until each file is processed.")
+    ] = False,
+    server: ServerOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Upload files (folders are searched for supported files)."""
+    # Without a server, and asked to wait, this process also works the queue.
+    settings = _settings(worker=wait) if not server else _settings()
+
+    async def run() -> int:
+        async with api_client(settings, server, api_key) as client:
+            uploaded = [d for p in _files(paths) if (d := await _upload(client, p))]
+            if not wait:
+                return 0 if uploaded else 1
+            return await _wait(client, [d["document_id"] for d in uploaded])
+
+    sys.exit(1 if asyncio.run(run()) else 0)
+
+
+@docs_app.command("list")
+def docs_list(
+    status: Annotated[str | None, typer.Option(help="Only this status.")] = None,
+    server: ServerOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """List your documents, newest first."""
+
+    async def run() -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        params: dict[str, Any] = {"limit": 200} | ({"status": status} if status else {})
+        async with api_client(_settings(worker=False), server, api_key) as client:
+            while True:
+                page = (await client.get("/api/v1/documents", params=params)).json()
+                out += page["documents"]
+                if not page["next_cursor"]:
+                    return out
+                params["cursor"] = page["next_cursor"]
+
+    table = Table("id", "filename", "status", "pages", "chunks", "size")
+    for d in asyncio.run(run()):
+        table.add_row(
+            d["document_id"],
+            d["filename"],
+            d["status"],
+            str(d["page_count"] or ""),
+            str(d["chunk_count"]),
+            f"{d['size_bytes'] / 1e6:.1f} MB",
+        )
+    console.print(table)
+
+
+@docs_app.command("show")
+def docs_show(document_id: str, server: ServerOpt = None, api_key: KeyOpt = None) -> None:
+    """Show one document's status and details as JSON."""
+
+    async def run() -> httpx.Response:
+        async with api_client(_settings(worker=False), server, api_key) as client:
+            return await client.get(f"/api/v1/documents/{document_id}")
+
+    response = asyncio.run(run())
+    if response.status_code != 200:
+        err.print(f"[red]{_fail(response)}[/]")
+        raise typer.Exit(1)
+    console.print_json(response.text)
+
+
+@docs_app.command("rm")
+def docs_rm(document_id: str, server: ServerOpt = None, api_key: KeyOpt = None) -> None:
+    """Delete a document, its chunks and its stored file."""
+
+    async def run() -> httpx.Response:
+        async with api_client(_settings(worker=False), server, api_key) as client:
+            return await client.delete(f"/api/v1/documents/{document_id}")
+
+    response = asyncio.run(run())
+    if response.status_code != 204:
+        err.print(f"[red]{_fail(response)}[/]")
+        raise typer.Exit(1)
+    console.print(f"deleted {document_id}")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,1 @@
+"""Persistence: the schema, the engine, the embedded server and migrations."""

@@ -1,0 +1,1 @@
+"""Ingestion: extract text page by page, chunk it, embed it, index it."""

@@ -1,0 +1,143 @@
+"""The job queue (procrastinate on the same PostgreSQL): the processing task, and the worker.
+
+Upload defers one `process_document` job per document. Workers pick jobs up through
+LISTEN/NOTIFY, send heartbeats, and retry the jobs of workers that stopped sending them
+(killed, out of memory, machine gone), so no document stays `processing`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from typing import Any
+
+import procrastinate
+from procrastinate import JobContext, RetryStrategy
+from procrastinate.exceptions import AlreadyEnqueued
+from sqlalchemy import text
+
+from docqa.ingest.pipeline import Runtime, mark_failed, process_document
+from docqa.settings import Settings
+
+log = logging.getLogger(__name__)
+
+TASK_NAME = "docqa.process_document"
+QUEUE = "ingest"
+
+_ORPHANS_SQL = text(
+    """
+    UPDATE documents SET status = 'failed', stage = 'failed', updated_at = now(),
+        error_code = 'processing_interrupted',
+        error_message = 'Processing stopped and could not be resumed; please upload the file again.'
+    WHERE status IN ('queued', 'processing')
+      AND updated_at < now() - make_interval(secs => :grace)
+      AND NOT EXISTS (
+        SELECT 1 FROM procrastinate_jobs j
+        WHERE j.task_name = :task AND j.args ->> 'document_pk' = documents.pk::text
+          AND j.status IN ('todo', 'doing'))
+    RETURNING pk
+    """
+)
+
+
+def build_job_app(settings: Settings, url: str) -> procrastinate.App:
+    """A procrastinate App bound to `url`, with docqa's task registered."""
+    app = procrastinate.App(
+        connector=procrastinate.PsycopgConnector(conninfo=url, min_size=1, max_size=4)
+    )
+    max_attempts = settings.job_max_attempts
+
+    @app.task(
+        name=TASK_NAME,
+        queue=QUEUE,
+        pass_context=True,
+        retry=RetryStrategy(max_attempts=max_attempts - 1, wait=2),
+    )
+    async def process(context: JobContext, document_pk: str) -> str:
+        runtime: Runtime = context.additional_context["runtime"]
+        pk = uuid.UUID(document_pk)
+        attempts = context.job.attempts
+        if attempts >= max_attempts:
+            # Earlier attempts died with their worker (stall retries count as attempts too).
+            await mark_failed(
+                runtime.db,
+                pk,
+                "worker_crashed",
+                f"Processing stopped {attempts} times without finishing (the worker died); "
+                "the file may need more memory or time than this server has.",
+            )
+            return "failed"
+        try:
+            return await process_document(runtime, pk)
+        except Exception:
+            log.exception("processing failed", extra={"document_pk": document_pk})
+            if attempts + 1 >= max_attempts:
+                await mark_failed(
+                    runtime.db,
+                    pk,
+                    "processing_error",
+                    f"Processing failed {max_attempts} times because of an internal error.",
+                )
+            raise
+
+    return app
+
+
+async def defer_processing(app: procrastinate.App, pk: uuid.UUID) -> None:
+    with contextlib.suppress(AlreadyEnqueued):
+        await app.configure_task(TASK_NAME, queueing_lock=str(pk)).defer_async(document_pk=str(pk))
+
+
+async def recover_stalled(app: procrastinate.App, runtime: Runtime) -> None:
+    """Retry jobs whose worker stopped sending heartbeats; fail documents that lost their job."""
+    settings = runtime.settings
+    for job in await app.job_manager.get_stalled_jobs(
+        seconds_since_heartbeat=settings.stalled_after_s
+    ):
+        try:
+            await app.job_manager.retry_job(job)
+            log.warning("retrying stalled job", extra={"job_id": job.id, "task": job.task_name})
+        except Exception:  # another worker retried it first
+            log.debug("stalled job already handled", exc_info=True)
+    grace = max(60.0, settings.stalled_after_s * 2)
+    async with runtime.db.session() as session, session.begin():
+        result = await session.execute(_ORPHANS_SQL, {"grace": grace, "task": TASK_NAME})
+        for pk in result.scalars():
+            await session.execute(text("SELECT pg_notify('docqa_documents', :pk)"), {"pk": str(pk)})
+            log.warning("document lost its job", extra={"document_pk": str(pk)})
+
+
+async def _recovery_loop(app: procrastinate.App, runtime: Runtime) -> None:
+    while True:
+        try:
+            await recover_stalled(app, runtime)
+        except Exception:
+            log.exception("stalled-job recovery failed; will try again")
+        await asyncio.sleep(runtime.settings.heartbeat_interval_s)
+
+
+async def run_worker(
+    app: procrastinate.App, runtime: Runtime, *, install_signal_handlers: bool, name: str
+) -> None:
+    """Run jobs until cancelled (or, with signal handlers, until SIGTERM/SIGINT)."""
+    settings = runtime.settings
+    options: dict[str, Any] = {
+        "queues": [QUEUE],
+        "name": name,
+        "concurrency": settings.worker_concurrency,
+        "additional_context": {"runtime": runtime},
+        "install_signal_handlers": install_signal_handlers,
+        "update_heartbeat_interval": settings.heartbeat_interval_s,
+        "stalled_worker_timeout": settings.stalled_after_s,
+        "delete_jobs": "successful",
+        "shutdown_graceful_timeout": 30.0,
+    }
+    recovery = asyncio.create_task(_recovery_loop(app, runtime))
+    try:
+        await app.run_worker_async(**options)
+    finally:
+        recovery.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await recovery

@@ -1,0 +1,1 @@
+"""Alembic migrations; `docqa migrate` applies them."""

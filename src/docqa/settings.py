@@ -1,0 +1,62 @@
+"""Configuration: one `Settings` object, read from `DOCQA_*` variables or a `.env` file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob docqa has. Built once by the entry point and handed down, never global."""
+
+    model_config = SettingsConfigDict(env_prefix="DOCQA_", env_file=".env", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None, description="PostgreSQL with pgvector; unset starts an embedded server"
+    )
+    data_dir: Path = Path("./.docqa")
+    max_upload_mb: int = Field(default=50, ge=1)
+
+    llm_base_url: str | None = None
+    llm_model: str = "default"
+    llm_api_key: SecretStr = SecretStr("not-needed")
+    llm_timeout_s: float = Field(default=60.0, gt=0)
+    llm_max_tokens: int = Field(default=512, ge=16)
+
+    embedding_base_url: str | None = None
+    embedding_model: str = "all-MiniLM-L6-v2"
+    embedding_api_key: SecretStr = SecretStr("not-needed")
+    embedding_precision: Literal["auto", "fp32", "bf16"] = "auto"
+    embedding_batch_size: int = Field(default=64, ge=1)
+
+    chunk_tokens: int = Field(default=200, ge=32, le=254)
+    chunk_overlap_tokens: int = Field(default=32, ge=0)
+
+    max_pages: int = Field(default=2000, ge=1)
+    extract_timeout_s: float = Field(default=300.0, gt=0)
+    extract_memory_mb: int = Field(default=2048, ge=256)
+
+    worker: bool = Field(default=True, description="run an in-process worker inside `serve`")
+    migrate_on_start: bool = Field(default=True, description="apply migrations when starting")
+    worker_concurrency: int = Field(default=1, ge=1)
+    job_max_attempts: int = Field(default=3, ge=1)
+    heartbeat_interval_s: float = Field(default=10.0, gt=0)
+    stalled_after_s: float = Field(default=30.0, gt=0)
+
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return self.max_upload_mb * 1024 * 1024
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
+    def pg_dir(self) -> Path:
+        return self.data_dir / "pg"

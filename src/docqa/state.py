@@ -1,0 +1,25 @@
+"""What one API process holds for its lifetime, built by `create_app`'s lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import procrastinate
+
+from docqa.blobs import BlobStore
+from docqa.db.engine import Database
+from docqa.ingest.embed import Embedder
+from docqa.progress import ProgressHub
+from docqa.settings import Settings
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    db: Database
+    store: BlobStore
+    jobs: procrastinate.App
+    hub: ProgressHub
+    embedder: Embedder
+    worker_task: asyncio.Task[None] | None = field(default=None)

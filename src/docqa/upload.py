@@ -1,0 +1,301 @@
+"""Receiving an upload: stream a multipart body to the blob store, hashing and counting as it goes.
+
+Nothing here holds the file in memory: each network chunk is parsed, hashed and written, and the
+parse stops the moment the file passes the size limit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import unicodedata
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import filetype
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from docqa.blobs import BlobStore, BlobWriter
+from docqa.errors import BadUpload, EmptyFile, InvalidRequest, UnsupportedType, UploadTooLarge
+
+DOCUMENT_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+SNIFF_BYTES = 8192
+MAX_FIELD_BYTES = 64 * 1024
+# A body may exceed the file by its multipart framing and small form fields; past this, reject
+# on Content-Length alone, before reading anything.
+FORM_OVERHEAD_BYTES = 256 * 1024
+
+CANONICAL_TYPES = {
+    "pdf": "application/pdf",
+    "docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "html": "text/html",
+    "markdown": "text/markdown",
+    "text": "text/plain",
+}
+KIND_BY_EXTENSION = {
+    ".pdf": "pdf",
+    ".docx": "docx",
+    ".html": "html",
+    ".htm": "html",
+    ".xhtml": "html",
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".txt": "text",
+    ".text": "text",
+}
+KIND_BY_TYPE = {v: k for k, v in CANONICAL_TYPES.items()} | {
+    "application/xhtml+xml": "html",
+    "text/x-markdown": "markdown",
+}
+GENERIC_TYPES = {"", "application/octet-stream", "binary/octet-stream"}
+KIND_NAMES = {
+    "pdf": "a PDF",
+    "docx": "a Word (DOCX) document",
+    "html": "an HTML page",
+    "markdown": "a Markdown file",
+    "text": "a plain-text file",
+}
+SUPPORTED = "docqa reads PDF, Word (DOCX), HTML, Markdown and plain-text files"
+
+
+def file_too_large(limit_bytes: int) -> UploadTooLarge:
+    mb = limit_bytes // (1024 * 1024)
+    return UploadTooLarge(f"File too large: the limit is {mb} MB per file.")
+
+
+def check_content_length(header: str | None, limit_bytes: int) -> None:
+    """Reject before reading the body when the declared length is plainly over the limit."""
+    if header is None:
+        return
+    try:
+        declared = int(header)
+    except ValueError:
+        raise BadUpload("The Content-Length header is not a number.") from None
+    if declared > limit_bytes + FORM_OVERHEAD_BYTES:
+        raise file_too_large(limit_bytes)
+
+
+def clean_filename(raw: str) -> str:
+    name = raw.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(
+        c for c in unicodedata.normalize("NFC", name) if unicodedata.category(c)[0] != "C"
+    )
+    return name.strip()[:255] or "upload"
+
+
+def claimed_kind(filename: str, content_type: str) -> str:
+    """The kind the client says the file is, from its name and part content type."""
+    ext = "." + filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
+    by_ext = KIND_BY_EXTENSION.get(ext)
+    by_type = KIND_BY_TYPE.get(content_type)
+    if by_type and by_ext and by_type != by_ext:
+        # A name and a type that disagree (report.md sent as text/plain): the name is more
+        # specific for text formats; otherwise trust neither.
+        if {by_type, by_ext} <= {"text", "markdown", "html"}:
+            return by_ext
+        raise UnsupportedType(
+            f"The file is named like {KIND_NAMES[by_ext]} but was sent as {content_type}."
+        )
+    kind = by_ext or by_type
+    if kind is None:
+        shown = content_type if content_type not in GENERIC_TYPES else "an unknown type"
+        raise UnsupportedType(f"{SUPPORTED}; '{filename}' ({shown}) is none of these.")
+    return kind
+
+
+def check_bytes_match(kind: str, head: bytes) -> None:
+    """Raise when the first bytes contradict the claimed kind."""
+    if kind == "pdf":
+        ok = b"%PDF-" in head[:1024]
+    elif kind == "docx":
+        ok = head.startswith(b"PK\x03\x04")
+    else:
+        # Text formats: no NUL bytes and no recognisable binary signature.
+        ok = b"\x00" not in head and filetype.guess(head) is None
+    if not ok:
+        raise UnsupportedType(
+            f"The file is named or typed as {KIND_NAMES[kind]}, but its bytes are not."
+        )
+
+
+@dataclass
+class ReceivedFile:
+    filename: str
+    content_type: str
+    kind: str
+    size_bytes: int
+    sha256: str
+    writer: BlobWriter
+
+
+@dataclass
+class ReceivedUpload:
+    file: ReceivedFile
+    document_id: str | None
+    metadata: dict[str, Any]
+
+
+@dataclass
+class _Part:
+    headers: dict[str, str] = field(default_factory=dict)
+    name: str = ""
+    filename: str | None = None
+    content_type: str = ""
+    data: bytearray = field(default_factory=bytearray)
+
+
+class _Receiver:
+    """Adapter from python-multipart's synchronous callbacks to our async blob writes."""
+
+    def __init__(self, limit_bytes: int, store: BlobStore) -> None:
+        self.limit = limit_bytes
+        self.store = store
+        self.part: _Part | None = None
+        self._field_name = bytearray()
+        self._field_value = bytearray()
+        self.fields: dict[str, str] = {}
+        self.file: _Part | None = None
+        self.file_done = False
+        self.size = 0
+        self.head = bytearray()
+        self.hasher = hashlib.sha256()
+        self.pending: list[bytes] = []
+        self.writer: BlobWriter | None = None
+        self.ended = False
+
+    def callbacks(self) -> dict[str, Any]:
+        return {
+            "on_part_begin": self.on_part_begin,
+            "on_header_field": lambda d, s, e: self._field_name.extend(d[s:e]),
+            "on_header_value": lambda d, s, e: self._field_value.extend(d[s:e]),
+            "on_header_end": self.on_header_end,
+            "on_headers_finished": self.on_headers_finished,
+            "on_part_data": self.on_part_data,
+            "on_part_end": self.on_part_end,
+            "on_end": self.on_end,
+        }
+
+    def on_part_begin(self) -> None:
+        self.part = _Part()
+
+    def on_header_end(self) -> None:
+        assert self.part is not None
+        name = self._field_name.decode("latin-1").strip().lower()
+        self.part.headers[name] = self._field_value.decode("utf-8", "replace").strip()
+        self._field_name.clear()
+        self._field_value.clear()
+
+    def on_headers_finished(self) -> None:
+        part = self.part
+        assert part is not None
+        _, params = parse_options_header(part.headers.get("content-disposition", ""))
+        part.name = params.get(b"name", b"").decode("utf-8", "replace")
+        raw_filename = params.get(b"filename")
+        if raw_filename is not None:
+            part.filename = raw_filename.decode("utf-8", "replace")
+        ctype, _ = parse_options_header(part.headers.get("content-type", ""))
+        part.content_type = ctype.decode("latin-1").lower()
+        if part.name == "file":
+            if self.file is not None:
+                raise BadUpload("Send one file per upload, in the form field 'file'.")
+            self.file = part
+            self.writer = self.store.writer()
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        part = self.part
+        assert part is not None
+        chunk = data[start:end]
+        if part is self.file:
+            self.size += len(chunk)
+            if self.size > self.limit:
+                raise file_too_large(self.limit)
+            if len(self.head) < SNIFF_BYTES:
+                self.head += chunk[: SNIFF_BYTES - len(self.head)]
+            self.hasher.update(chunk)
+            self.pending.append(chunk)
+        else:
+            part.data += chunk
+            if len(part.data) > MAX_FIELD_BYTES:
+                raise InvalidRequest(f"The form field '{part.name}' is longer than 64 KB.")
+
+    def on_part_end(self) -> None:
+        part = self.part
+        assert part is not None
+        if part is self.file:
+            self.file_done = True
+        elif part.name:
+            self.fields[part.name] = part.data.decode("utf-8", "replace")
+        self.part = None
+
+    def on_end(self) -> None:
+        self.ended = True
+
+
+async def receive_upload(
+    body: AsyncIterator[bytes], content_type: str | None, *, limit_bytes: int, store: BlobStore
+) -> ReceivedUpload:
+    """Parse a multipart upload from `body`, streaming the file into `store`.
+
+    On any error the partial blob is removed before the error propagates.
+    """
+    ctype, params = parse_options_header(content_type)
+    boundary = params.get(b"boundary")
+    if ctype != b"multipart/form-data" or not boundary:
+        raise BadUpload("Send the file as multipart/form-data, in a form field named 'file'.")
+    receiver = _Receiver(limit_bytes, store)
+    parser = MultipartParser(boundary, receiver.callbacks())  # type: ignore[arg-type]
+    try:
+        async for chunk in body:
+            parser.write(chunk)
+            if receiver.pending:
+                assert receiver.writer is not None
+                for piece in receiver.pending:
+                    await receiver.writer.write(piece)
+                receiver.pending.clear()
+        parser.finalize()
+        return _finish(receiver)
+    except BaseException:
+        if receiver.writer is not None:
+            await receiver.writer.abort()
+        raise
+
+
+def _finish(receiver: _Receiver) -> ReceivedUpload:
+    part = receiver.file
+    if part is None or receiver.writer is None:
+        raise BadUpload("The upload has no file: send it in a form field named 'file'.")
+    if not receiver.ended or not receiver.file_done:
+        raise BadUpload("The upload ended before the file was complete.")
+    filename = clean_filename(part.filename or "upload")
+    if receiver.size == 0:
+        raise EmptyFile(f"'{filename}' is empty: there is nothing to read.")
+    kind = claimed_kind(filename, part.content_type)
+    check_bytes_match(kind, bytes(receiver.head))
+    document_id = receiver.fields.get("document_id") or None
+    if document_id is not None and not DOCUMENT_ID_RE.fullmatch(document_id):
+        raise InvalidRequest("document_id must be 1 to 64 letters, digits, '.', '_' or '-'.")
+    metadata: dict[str, Any] = {}
+    if raw := receiver.fields.get("metadata"):
+        try:
+            metadata = json.loads(raw)
+        except json.JSONDecodeError:
+            raise InvalidRequest("metadata must be a JSON object.") from None
+        if not isinstance(metadata, dict):
+            raise InvalidRequest("metadata must be a JSON object.")
+    content_type = part.content_type
+    if content_type in GENERIC_TYPES or KIND_BY_TYPE.get(content_type) != kind:
+        content_type = CANONICAL_TYPES[kind]
+    return ReceivedUpload(
+        file=ReceivedFile(
+            filename=filename,
+            content_type=content_type,
+            kind=kind,
+            size_bytes=receiver.size,
+            sha256=receiver.hasher.hexdigest(),
+            writer=receiver.writer,
+        ),
+        document_id=document_id,
+        metadata=metadata,
+    )

@@ -1,0 +1,132 @@
+"""Session fixtures: one PostgreSQL, one API process and one worker for the whole run.
+
+Set `DOCQA_TEST_DATABASE_URL` to use an existing PostgreSQL (with pgvector) instead of a
+throwaway `pgserver`, or `DOCQA_TEST_BASE_URL` to run the HTTP tests against a deployment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.stack import SHARED_DATA, Stack, stack_env, start_api, start_worker
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    base_url = os.environ.get("DOCQA_TEST_BASE_URL")
+    if base_url:
+        yield Stack(base_url=base_url.rstrip("/"), database_url=None, data_dir=None)
+        return
+    url = _session_pg_url(tmp_path_factory)
+    data_dir = tmp_path_factory.mktemp("data")
+    log_dir = Path(os.environ.get("DOCQA_TEST_LOG_DIR", tmp_path_factory.mktemp("logs")))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    env = stack_env(url, data_dir)
+    worker = start_worker(env, log_dir)
+    api, api_url = start_api(env, log_dir)
+    result = Stack(api_url, url, data_dir, env, [worker, api])
+    yield result
+    result.stop()
+
+
+_PG: dict[str, Any] = {}
+
+
+def _session_pg_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    # Shared by `stack` and `pg_url` users without making every test depend on both.
+    if "url" not in _PG:
+        from docqa.db import migrate
+
+        url = os.environ.get("DOCQA_TEST_DATABASE_URL")
+        if not url:
+            import pgserver
+
+            pgdata = tmp_path_factory.mktemp("pg")
+            _PG["server"] = pgserver.get_server(pgdata, cleanup_mode="delete")
+            url = _PG["server"].get_uri()
+        migrate.upgrade(url)
+        _PG["url"] = url
+    return str(_PG["url"])
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    server = _PG.pop("server", None)
+    if server is not None:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def database_url(stack: Stack) -> str:
+    if not stack.local:
+        pytest.skip("needs the test's own database (not available with DOCQA_TEST_BASE_URL)")
+    assert stack.database_url is not None
+    return stack.database_url
+
+
+@pytest.fixture
+async def client(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=60) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"the shared data folder {SHARED_DATA} is absent")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def sample_pdf(shared_data: Path) -> Path:
+    return shared_data / "pdfs" / "pypdf_samples" / "pdflatex-4-pages.pdf"
+
+
+@pytest.fixture
+def fresh_pdf(sample_pdf: Path, tmp_path: Path) -> Path:
+    """The sample PDF with a unique trailing comment: same text, bytes no other test uploads."""
+    return unique_copy(sample_pdf, tmp_path)
+
+
+def unique_copy(path: Path, folder: Path) -> Path:
+    copy = folder / f"{uuid.uuid4().hex[:8]}-{path.name}"
+    copy.write_bytes(path.read_bytes() + f"\n% {uuid.uuid4().hex}\n".encode())
+    return copy
+
+
+async def upload_file(
+    client: httpx.AsyncClient,
+    path: Path,
+    *,
+    document_id: str | None = None,
+    content_type: str = "application/pdf",
+    filename: str | None = None,
+) -> httpx.Response:
+    data = {"document_id": document_id} if document_id else {}
+    with path.open("rb") as f:
+        return await client.post(
+            "/api/v1/upload", files={"file": (filename or path.name, f, content_type)}, data=data
+        )
+
+
+async def wait_terminal(
+    client: httpx.AsyncClient, document_id: str, timeout: float = 120
+) -> dict[str, Any]:
+    """Poll until the document is ready or failed; fail the test if it never gets there."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        response = await client.get(f"/api/v1/documents/{document_id}")
+        assert response.status_code == 200, response.text
+        doc: dict[str, Any] = response.json()
+        if doc["status"] in ("ready", "failed"):
+            return doc
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{document_id} still {doc['status']} after {timeout} s: {doc}")
