@@ -180,9 +180,8 @@ def docs_list(
                     return out
                 params["cursor"] = page["next_cursor"]
 
-    table = Table("id", "filename", "status", "pages", "chunks", "size")
-    for d in asyncio.run(run()):
-        table.add_row(
+    rows = [
+        (
             d["document_id"],
             d["filename"],
             d["status"],
@@ -190,6 +189,15 @@ def docs_list(
             str(d["chunk_count"]),
             f"{d['size_bytes'] / 1e6:.1f} MB",
         )
+        for d in asyncio.run(run())
+    ]
+    if not sys.stdout.isatty():  # piped: one tab-separated line per document, for scripts
+        for row in rows:
+            print("\t".join(row))
+        return
+    table = Table("id", "filename", "status", "pages", "chunks", "size")
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
 
 

@@ -46,3 +46,5 @@ def configure_logging(level: str = "INFO", json_lines: bool = True) -> None:
     root.setLevel(level.upper())
     # Access logs duplicate our request logging and would print every progress poll.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    # One line per HTTP call made by the CLI is noise, and would print URLs with ids.
+    logging.getLogger("httpx").setLevel(logging.WARNING)

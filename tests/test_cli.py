@@ -1,0 +1,67 @@
+"""The CLI against a running server (--server) and on its own (in-process app, same database)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import unique_copy
+from tests.stack import Stack
+
+
+def docqa(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "docqa", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
+
+
+def test_ingest_wait_then_docs_show_list_rm(stack: Stack, sample_pdf: Path, tmp_path: Path) -> None:
+    pdf = unique_copy(sample_pdf, tmp_path)
+    ingest = docqa("ingest", str(pdf), "--wait", "--server", stack.base_url)
+    assert ingest.returncode == 0, ingest.stderr
+    doc_id = ingest.stdout.split("→")[1].split()[0]
+
+    show = docqa("docs", "show", doc_id, "--server", stack.base_url)
+    assert show.returncode == 0, show.stderr
+    doc = json.loads(show.stdout)
+    assert doc["status"] == "ready"
+    assert doc["page_count"] == 4
+
+    listing = docqa("docs", "list", "--server", stack.base_url)
+    assert listing.returncode == 0
+    assert doc_id in [line.split("\t")[0] for line in listing.stdout.splitlines()]
+
+    rm = docqa("docs", "rm", doc_id, "--server", stack.base_url)
+    assert rm.returncode == 0, rm.stderr
+    again = docqa("docs", "show", doc_id, "--server", stack.base_url)
+    assert again.returncode == 1
+    assert "no document" in again.stderr
+
+
+def test_ingest_reports_bad_files_and_exits_nonzero(stack: Stack, tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus.pdf"
+    bogus.write_bytes(b"not a pdf at all")
+    result = docqa("ingest", str(bogus), "--server", stack.base_url)
+    assert result.returncode == 1
+    assert "bytes are not" in result.stderr
+
+
+def test_ingest_without_a_server_runs_its_own_worker(
+    stack: Stack, database_url: str, tmp_path: Path, shared_data: Path
+) -> None:
+    # No --server: the CLI serves the app in-process on the same database and, with --wait,
+    # works the queue itself (the shared worker may take the job first; either way it ends).
+    doc = unique_copy(shared_data / "office" / "docling" / "word_sample.docx", tmp_path)
+    env = stack.env | {"DOCQA_DATA_DIR": str(stack.data_dir)}
+    result = docqa("ingest", str(doc), "--wait", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ready" in result.stdout
