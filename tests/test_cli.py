@@ -65,3 +65,37 @@ def test_ingest_without_a_server_runs_its_own_worker(
     result = docqa("ingest", str(doc), "--wait", env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ready" in result.stdout
+
+
+def test_serve_starts_and_stops_an_embedded_database(stack: Stack, tmp_path: Path) -> None:
+    import os
+
+    import httpx
+    import psutil
+
+    from tests.stack import Proc, free_port, wait_http
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCQA_")}
+    env |= {"DOCQA_DATA_DIR": str(tmp_path / "d"), "DOCQA_WORKER": "false"}
+    port = free_port()
+    proc = Proc(["serve", "--port", str(port)], env, tmp_path / "serve.log").start()
+    try:
+        wait_http(f"http://127.0.0.1:{port}/readyz", proc, timeout=60)
+        assert httpx.get(f"http://127.0.0.1:{port}/api/v1/documents").json()["documents"] == []
+
+        def embedded_postgres() -> list[psutil.Process]:
+            found = []
+            for p in psutil.process_iter(["cmdline"]):
+                cmd = " ".join(p.info["cmdline"] or [])
+                if "postgres" in cmd and str(tmp_path / "d") in cmd:
+                    found.append(p)
+            return found
+
+        assert embedded_postgres(), "serve started its own PostgreSQL under DOCQA_DATA_DIR"
+    finally:
+        proc.stop()
+    assert proc.popen is not None
+    # uvicorn finishes its graceful shutdown, then re-raises the SIGTERM it caught.
+    assert proc.popen.returncode in (0, -15)
+    assert "Application shutdown complete" in proc.log_path.read_text()
+    assert not embedded_postgres(), "and stopped it on exit"
