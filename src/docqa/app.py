@@ -13,6 +13,7 @@ from docqa import __version__
 from docqa.api import documents as documents_api
 from docqa.api import health as health_api
 from docqa.api.errors import RequestIdMiddleware, install_error_handlers
+from docqa.api.web import install_web
 from docqa.blobs import LocalBlobStore
 from docqa.db import migrate
 from docqa.db.engine import open_database
@@ -82,4 +83,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health_api.router)
     app.include_router(documents_api.router)
+    install_web(app)
     return app
