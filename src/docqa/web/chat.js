@@ -115,7 +115,7 @@ class Turn {
     container.append(
       h("article", { class: "turn user" }, h("div", { class: "bubble" }, question)),
       h("article", { class: "turn assistant", "aria-busy": "true" },
-        this.status, this.answer, this.alert, this.sourcesBox, this.meta),
+        this.status, this.answer, this.alert, this.meta, this.sourcesBox),
     );
     this.article = container.lastChild;
     this.timer = setInterval(() => this.#tick(), 1000);
@@ -178,7 +178,8 @@ class Turn {
       this.answer.hidden = false;
     }
     const parts = [];
-    if (info?.mode) parts.push(info.mode);
+    const modes = { llm: "Model answer", extractive: "Extractive answer (no model server)" };
+    if (info?.mode) parts.push(modes[info.mode] ?? info.mode);
     const t = info?.timings_ms ?? {};
     if (Number.isFinite(t.first_token)) parts.push(`first token ${seconds(t.first_token)}`);
     if (Number.isFinite(t.total)) parts.push(`${seconds(t.total)} total`);

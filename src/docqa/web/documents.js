@@ -1,8 +1,10 @@
-// The documents panel: uploads with byte progress, live processing progress, the list,
-// selection for the chat's scope, and delete. Its state is read back from the API on load.
+// The documents panel's state: uploads with byte progress, live processing progress, the list,
+// selection for the chat's scope, and delete. It is read back from the API on load.
 
 import { ApiError, getJSON, paths, request, streamEvents, upload } from "./api.js";
-import { formatBytes, h, plural, sleep } from "./dom.js";
+import { sleep } from "./dom.js";
+import { installDrop } from "./drop.js";
+import { buildRow, renderRow, TERMINAL } from "./rows.js";
 
 // Browsers open at most six HTTP/1.1 connections per host. Uploads and progress streams
 // together must leave room for the list, deletes and the answer stream.
@@ -10,31 +12,6 @@ const UPLOAD_SLOTS = 2;
 const WATCH_SLOTS = 2;
 const POLL_WAITING_MS = 4000;
 const PAGE_SIZE = 100;
-const TERMINAL = new Set(["ready", "failed", "rejected"]);
-
-const BADGES = {
-  waiting: "Waiting",
-  uploading: "Uploading",
-  queued: "Queued",
-  processing: "Processing",
-  ready: "Ready",
-  failed: "Failed",
-  rejected: "Not uploaded",
-};
-
-const STAGES = {
-  queued: "Waiting for a worker",
-  extracting: "Reading pages",
-  chunking: "Splitting into passages",
-  embedding: "Indexing passages",
-};
-
-function stageText(item) {
-  // Only the stage and the percent: done/total count pages in one stage and passages in the
-  // next, and change meaning at the switch.
-  const label = STAGES[item.stage] ?? (item.stage ? item.stage[0].toUpperCase() + item.stage.slice(1) : "Processing");
-  return `${label} · ${Math.floor(item.percent)}%`;
-}
 
 export class DocumentList {
   /**
@@ -52,7 +29,7 @@ export class DocumentList {
     this.pollTimer = null;
     this.cursor = null;
     this.uploadSeq = 0;
-    this.#installDrop();
+    installDrop(els.dropzone, els.input, (files) => this.addFiles(files));
     els.more.addEventListener("click", () => this.loadMore());
   }
 
@@ -67,15 +44,11 @@ export class DocumentList {
     return [...this.items.values()].filter((item) => item.status === "ready").length;
   }
 
-  byId(id) {
-    return this.items.get(id) ?? null;
-  }
-
   clearSelection() {
     for (const item of this.items.values()) {
       if (item.selected) {
         item.selected = false;
-        this.#render(item);
+        renderRow(item);
       }
     }
     this.#changed();
@@ -94,6 +67,9 @@ export class DocumentList {
 
   /** Bring rows up to date after the tab was hidden (another tab may have changed things). */
   async refresh() {
+    // Only rows that had a document before the request can be missing from its answer; an
+    // upload that finishes meanwhile is newer than the list.
+    const known = new Set([...this.items.values()].filter((i) => i.id).map((i) => i.id));
     try {
       const page = await getJSON(paths.documents({ limit: PAGE_SIZE }));
       for (const doc of [...page.documents].reverse()) {
@@ -108,7 +84,7 @@ export class DocumentList {
       const seen = new Set(page.documents.map((d) => d.document_id));
       if (!page.next_cursor) {
         for (const item of [...this.items.values()]) {
-          if (item.id && !seen.has(item.id) && !item.busy) this.#remove(item);
+          if (known.has(item.id) && !seen.has(item.id) && !item.busy) this.#remove(item);
         }
       }
       this.#watchPending();
@@ -174,7 +150,7 @@ export class DocumentList {
   async #upload(item) {
     item.status = "uploading";
     item.abort = new AbortController();
-    this.#render(item);
+    renderRow(item);
     const file = item.file;
     try {
       const result = await upload(file, {
@@ -182,7 +158,7 @@ export class DocumentList {
         onProgress: (sent, total) => {
           item.sent = sent;
           item.total = total;
-          this.#render(item);
+          renderRow(item);
         },
       });
       item.file = null;
@@ -196,7 +172,7 @@ export class DocumentList {
       }
       item.status = "rejected";
       item.error = err.detail ?? err.message;
-      this.#render(item);
+      renderRow(item);
     }
     this.#changed();
   }
@@ -208,7 +184,7 @@ export class DocumentList {
       // The same bytes were uploaded before: point at that row instead of showing two.
       this.#remove(item);
       existing.note = "Already uploaded, nothing new to process.";
-      this.#render(existing);
+      renderRow(existing);
       existing.row.li.scrollIntoView({ block: "nearest" });
       this.#flash(existing);
       return;
@@ -222,8 +198,16 @@ export class DocumentList {
     item.size = result.size_bytes;
     item.status = result.status;
     item.note = result.duplicate ? "Already uploaded, nothing new to process." : null;
-    this.#render(item);
-    this.#watch(item);
+    renderRow(item);
+    if (result.duplicate) {
+      // An older document, not on the loaded page: its pages and state come from the API.
+      getJSON(paths.document(item.id))
+        .then((doc) => this.#applyDoc(item, doc))
+        .catch(() => {})
+        .finally(() => this.#watch(item));
+    } else {
+      this.#watch(item);
+    }
   }
 
   // ---- live progress ---------------------------------------------------------------------
@@ -295,7 +279,7 @@ export class DocumentList {
           }
           if (err instanceof ApiError && err.status >= 400 && err.status < 500) {
             item.note = `Live progress stopped: ${err.detail}`;
-            this.#render(item);
+            renderRow(item);
             return;
           }
         }
@@ -319,7 +303,7 @@ export class DocumentList {
     item.pages = doc.page_count ?? item.pages;
     item.error = doc.error ? doc.error.message || `Processing failed (${doc.error.code}).` : null;
     if (doc.status === "failed" && item.selected) item.selected = false;
-    this.#render(item);
+    renderRow(item);
     if (before !== item.status) this.#changed();
   }
 
@@ -346,97 +330,19 @@ export class DocumentList {
       abort: null,
       file: null,
     };
-    item.row = this.#buildRow(item);
+    item.row = buildRow(item, {
+      onToggle: (checked) => {
+        item.selected = checked;
+        this.#changed();
+      },
+      onAction: () => this.#act(item),
+    });
     this.items.set(key, item);
     return item;
   }
 
-  #buildRow(item) {
-    const check = h("input", { type: "checkbox", class: "pick" });
-    check.addEventListener("change", () => {
-      item.selected = check.checked;
-      this.#changed();
-    });
-    const fill = h("div", { class: "progress-fill" });
-    const bar = h("div", {
-      class: "progress",
-      role: "progressbar",
-      "aria-valuemin": "0",
-      "aria-valuemax": "100",
-    }, fill);
-    const name = h("div", { class: "doc-name" });
-    const badge = h("span", { class: "badge" });
-    const meta = h("span", { class: "doc-meta-text" });
-    const status = h("div", { class: "doc-status" });
-    const error = h("p", { class: "doc-error", role: "alert" });
-    const note = h("p", { class: "doc-note" });
-    const action = h("button", { type: "button", class: "icon-button row-action" });
-    action.addEventListener("click", () => this.#act(item));
-    const li = h("li", { class: "doc" },
-      h("label", { class: "pick-wrap" }, check),
-      h("div", { class: "doc-body" }, name, h("div", { class: "doc-meta" }, badge, meta), bar, status, error, note),
-      action,
-    );
-    if (item.id) li.dataset.docId = item.id;
-    return { li, check, name, badge, meta, bar, fill, status, error, note, action };
-  }
-
-  #render(item) {
-    const { li, check, name, badge, meta, bar, fill, status, error, note, action } = item.row;
-    li.dataset.status = item.status;
-    name.textContent = item.filename;
-    name.title = item.filename;
-    badge.textContent = BADGES[item.status] ?? item.status;
-    badge.dataset.status = item.status;
-    const facts = [];
-    if (item.pages != null && item.status === "ready") facts.push(plural(item.pages, "page"));
-    if (item.size != null) facts.push(formatBytes(item.size));
-    meta.textContent = facts.join(" · ");
-
-    const active = !TERMINAL.has(item.status);
-    bar.hidden = !active;
-    status.hidden = !active;
-    let percent = 0;
-    if (item.status === "waiting") {
-      status.textContent = "Waiting to upload…";
-    } else if (item.status === "uploading") {
-      const ratio = item.total > 0 ? Math.min(1, item.sent / item.total) : 0;
-      percent = ratio * 100;
-      status.textContent = `Uploading · ${Math.floor(percent)}% · ${formatBytes(Math.round(ratio * item.size))} of ${formatBytes(item.size)}`;
-    } else if (item.status === "queued") {
-      status.textContent = "Uploaded · waiting for a worker";
-    } else if (item.status === "processing") {
-      percent = item.percent;
-      status.textContent = stageText(item);
-    }
-    bar.dataset.phase = item.status === "uploading" || item.status === "waiting" ? "upload" : "process";
-    bar.classList.toggle("indeterminate", item.status === "queued");
-    bar.setAttribute("aria-valuenow", String(Math.round(percent)));
-    bar.setAttribute("aria-label", `${item.filename}: ${status.textContent}`);
-    fill.style.width = `${percent}%`;
-
-    error.hidden = !item.error;
-    error.textContent = item.error ?? "";
-    note.hidden = !item.note;
-    note.textContent = item.note ?? "";
-
-    const selectable = Boolean(item.id) && item.status !== "failed";
-    check.disabled = !selectable;
-    check.checked = selectable && item.selected;
-    check.setAttribute("aria-label", `Ask about ${item.filename}`);
-    // The cell stays (the grid keeps its columns); only documents can be ticked.
-    check.parentElement.classList.toggle("none", !item.id);
-
-    const cancel = !item.id && !TERMINAL.has(item.status);
-    const dismiss = !item.id && item.status === "rejected";
-    action.textContent = cancel ? "Cancel" : dismiss ? "Dismiss" : "Delete";
-    action.dataset.kind = cancel || dismiss ? "dismiss" : "delete";
-    action.setAttribute("aria-label", `${action.textContent} ${item.filename}`);
-    action.disabled = item.busy;
-  }
-
   #insert(item, where) {
-    this.#render(item);
+    renderRow(item);
     if (where === "top") this.els.list.prepend(item.row.li);
     else this.els.list.append(item.row.li);
   }
@@ -469,7 +375,7 @@ export class DocumentList {
     if (!ok) return;
     item.busy = true;
     item.row.li.classList.add("busy");
-    this.#render(item);
+    renderRow(item);
     try {
       await request(paths.document(item.id), { method: "DELETE" });
       this.#remove(item);
@@ -482,7 +388,7 @@ export class DocumentList {
       item.row.li.classList.remove("busy");
       item.note = null;
       item.error = `Could not delete: ${err.detail ?? err.message}`;
-      this.#render(item);
+      renderRow(item);
     }
   }
 
@@ -493,47 +399,5 @@ export class DocumentList {
     this.els.count.textContent = docs.length ? `${docs.length} · ${ready} ready` : "";
     this.els.empty.hidden = all.length > 0;
     this.hooks.onChange?.();
-  }
-
-  // ---- drag and drop ---------------------------------------------------------------------
-
-  #installDrop() {
-    const { dropzone, input } = this.els;
-    input.addEventListener("change", () => {
-      this.addFiles([...input.files]);
-      input.value = ""; // picking the same file again must fire "change" again
-    });
-    // The whole window takes the drop: a file that misses the zone must not replace the page.
-    let depth = 0;
-    const hasFiles = (e) => [...(e.dataTransfer?.types ?? [])].includes("Files");
-    window.addEventListener("dragenter", (e) => {
-      if (!hasFiles(e)) return;
-      depth += 1;
-      document.body.classList.add("dragging");
-    });
-    window.addEventListener("dragleave", (e) => {
-      if (!hasFiles(e)) return;
-      depth = Math.max(0, depth - 1);
-      if (depth === 0) document.body.classList.remove("dragging");
-    });
-    window.addEventListener("dragover", (e) => {
-      if (!hasFiles(e)) return;
-      e.preventDefault();
-      e.dataTransfer.dropEffect = "copy";
-    });
-    window.addEventListener("drop", (e) => {
-      if (!hasFiles(e)) return;
-      e.preventDefault();
-      depth = 0;
-      document.body.classList.remove("dragging");
-      const files = [...e.dataTransfer.files];
-      if (files.length > 0) this.addFiles(files);
-    });
-    dropzone.addEventListener("keydown", (e) => {
-      if (e.key === "Enter" || e.key === " ") {
-        e.preventDefault();
-        input.click();
-      }
-    });
   }
 }
