@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from docqa import __version__
+from docqa.answer import Answerer
+from docqa.api import ask as ask_api
 from docqa.api import documents as documents_api
 from docqa.api import health as health_api
 from docqa.api.errors import RequestIdMiddleware, install_error_handlers
@@ -46,6 +48,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             hub=hub,
             embedder=make_embedder(settings),
         )
+        state.answerer = Answerer.from_settings(settings, db, state.embedder)
         if settings.worker:
             runtime = Runtime(settings, db, store, state.embedder, Tokenizer())
             state.worker_task = asyncio.create_task(
@@ -63,6 +66,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
                 state.worker_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await state.worker_task
+            await state.answerer.aclose()
             await hub.stop()
             await jobs.close_async()
     finally:
@@ -83,5 +87,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health_api.router)
     app.include_router(documents_api.router)
+    app.include_router(ask_api.router)
     install_web(app)
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import mimetypes
 import sys
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
-from docqa.client import api_client
+from docqa.client import api_client, sse_events
 from docqa.logs import configure_logging
 from docqa.settings import Settings
 from docqa.upload import KIND_BY_EXTENSION
@@ -159,6 +160,65 @@ def ingest(
             return await _wait(client, [d["document_id"] for d in uploaded])
 
     sys.exit(1 if asyncio.run(run()) else 0)
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="The question to answer.")],
+    doc: Annotated[
+        list[str] | None,
+        typer.Option("--doc", help="Answer from this document id (repeat for several)."),
+    ] = None,
+    top_k: Annotated[
+        int | None, typer.Option("--top-k", min=1, max=50, help="How many sources to use.")
+    ] = None,
+    server: ServerOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Ask a question: the answer streams in as it is written, then its sources with pages."""
+    payload: dict[str, Any] = {"question": question}
+    if doc:
+        payload["document_ids"] = doc
+    if top_k:
+        payload["top_k"] = top_k
+
+    async def run() -> int:
+        async with (
+            api_client(_settings(worker=False), server, api_key) as client,
+            client.stream("POST", "/api/v1/ask", json=payload) as response,
+        ):
+            if response.status_code != 200:
+                await response.aread()
+                err.print(_fail(response), markup=False)
+                return 1
+            return await _print_answer(response)
+
+    sys.exit(asyncio.run(run()))
+
+
+async def _print_answer(response: httpx.Response) -> int:
+    sources: list[dict[str, Any]] = []
+    failed = False
+    async for event, data in sse_events(response):
+        if event == "message":
+            sys.stdout.write(data)
+            sys.stdout.flush()
+        elif event == "sources":
+            sources = json.loads(data)
+        elif event == "error":
+            failed = True
+            sys.stdout.write("\n")
+            err.print(f"error: {json.loads(data)['detail']}", markup=False)
+    sys.stdout.write("\n")
+    if sources:
+        console.print("\nSources:", style="bold")
+        for s in sources:
+            console.print(
+                f"[{s['n']}] {s['filename']}, page {s['page']} ({s['document_id']})",
+                markup=False,
+                highlight=False,
+            )
+    return 1 if failed else 0
 
 
 @docs_app.command("list")

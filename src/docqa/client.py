@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator
 
 import httpx
@@ -51,3 +52,32 @@ async def api_client(
         httpx.AsyncClient(base_url=url, headers=headers, timeout=timeout) as client,
     ):
         yield client
+
+
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+async def sse_events(response: httpx.Response) -> AsyncIterator[tuple[str, str]]:
+    """The `(event, data)` pairs of a server-sent event stream, parsed as WHATWG specifies:
+    lines end at CR, LF or CRLF only; several `data:` lines of one event join with newlines;
+    comments (`: ping`) are skipped; the event type defaults to `message`."""
+    event, buffer = "", ""
+    data: list[str] = []
+    async for text in response.aiter_text():
+        buffer += text
+        while (match := _LINE_END.search(buffer)) is not None:
+            if match.group() == "\r" and match.end() == len(buffer):
+                break  # maybe the first half of a CRLF split across reads
+            line, buffer = buffer[: match.start()], buffer[match.end() :]
+            if line == "":
+                payload = "\n".join(data)
+                if payload:  # the spec drops an event whose data is empty
+                    yield event or "message", payload
+                event, data = "", []
+            elif not line.startswith(":"):
+                name, _, value = line.partition(":")
+                value = value.removeprefix(" ")
+                if name == "event":
+                    event = value
+                elif name == "data":
+                    data.append(value)

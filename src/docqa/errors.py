@@ -70,6 +70,12 @@ class ModelError(DocqaError):
     code = "model_error"
 
 
+class ModelTimeout(ModelUnavailable):
+    """The model server accepted the request but did not answer within `llm_timeout_s`."""
+
+    code = "model_timeout"
+
+
 class ExtractionFailed(Exception):
     """Raised by extraction: the document cannot be processed. Not retried; ends `failed`."""
 

@@ -25,6 +25,12 @@ class Settings(BaseSettings):
     llm_api_key: SecretStr = SecretStr("not-needed")
     llm_timeout_s: float = Field(default=60.0, gt=0)
     llm_max_tokens: int = Field(default=512, ge=16)
+    llm_max_retries: int = Field(default=1, ge=0, description="retries of a failed model call")
+    llm_temperature: float = Field(default=0.1, ge=0, le=2)
+    llm_context_tokens: int = Field(
+        default=3000, ge=256, description="prompt budget for the numbered sources, in tokens"
+    )
+    ask_top_k: int = Field(default=6, ge=1, le=50, description="sources per answer by default")
 
     embedding_base_url: str | None = None
     embedding_model: str = "all-MiniLM-L6-v2"

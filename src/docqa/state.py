@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import procrastinate
 
+from docqa.answer import Answerer
 from docqa.blobs import BlobStore
 from docqa.db.engine import Database
 from docqa.ingest.embed import Embedder
@@ -23,3 +24,4 @@ class AppState:
     hub: ProgressHub
     embedder: Embedder
     worker_task: asyncio.Task[None] | None = field(default=None)
+    answerer: Answerer | None = field(default=None)

@@ -20,11 +20,11 @@ log = logging.getLogger(__name__)
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
-def error_body(detail: str, code: str, **extra: Any) -> dict[str, Any]:
+def error_body(detail: str, code: str, /, **extra: Any) -> dict[str, Any]:
     return {"detail": detail, "code": code, "request_id": request_id_var.get(), **extra}
 
 
-def error_response(status: int, detail: str, code: str, **extra: Any) -> JSONResponse:
+def error_response(status: int, detail: str, code: str, /, **extra: Any) -> JSONResponse:
     return JSONResponse(error_body(detail, code, **extra), status_code=status)
 
 

@@ -1,0 +1,16 @@
+"""Answers with citations: retrieval, then a model server (streamed) or the built-in extractive
+answerer. `Answerer.start` opens an answer; the HTTP layer streams it."""
+
+from docqa.answer.llm import LLM, ChatMessage, CompletionStream, OpenAILLM, make_llm
+from docqa.answer.service import Answer, Answerer, Question
+
+__all__ = [
+    "LLM",
+    "Answer",
+    "Answerer",
+    "ChatMessage",
+    "CompletionStream",
+    "OpenAILLM",
+    "Question",
+    "make_llm",
+]

@@ -1,0 +1,228 @@
+"""Answering one question: which documents, the standalone question, retrieval, and an answer
+stream that is already open when `Answerer.start` returns.
+
+Everything that can fail before the first word (an unknown or unready document, the model
+server down) fails inside `start`, so the HTTP layer can still answer with a plain error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy import func, select
+
+from docqa import documents
+from docqa.answer import extractive
+from docqa.answer.llm import LLM, ChatMessage, CompletionStream, make_llm
+from docqa.answer.prompt import (
+    answer_messages,
+    clean_rewrite,
+    fit_sources,
+    rewrite_messages,
+    rewrite_without_model,
+)
+from docqa.db.engine import Database
+from docqa.db.models import Document
+from docqa.errors import DocumentNotFound, DocumentNotReady
+from docqa.ingest.embed import Embedder, Tokenizer
+from docqa.retrieve import Hit, retrieve
+from docqa.settings import Settings
+
+Mode = Literal["llm", "extractive"]
+REWRITE_MAX_TOKENS = 96
+
+
+@dataclass(frozen=True)
+class Question:
+    """What was asked: the text, the documents to answer from (none: all that are ready), how
+    many sources to retrieve (None: the configured default) and the conversation so far."""
+
+    text: str
+    document_ids: Sequence[str] = ()
+    top_k: int | None = None
+    history: Sequence[ChatMessage] = ()
+
+
+class TextStream:
+    """A finished text streamed in small deltas: the extractive answerer's `CompletionStream`."""
+
+    def __init__(self, text: str, finish_reason: str) -> None:
+        self._text = text
+        self.finish_reason: str | None = finish_reason
+        self.usage: dict[str, int] | None = {
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+            "total_tokens": 0,
+        }
+
+    async def deltas(self) -> AsyncIterator[str]:
+        for delta in extractive.deltas(self._text):
+            yield delta
+            await asyncio.sleep(0)  # let the other streams on this loop move too
+
+    async def aclose(self) -> None:
+        return None
+
+
+@dataclass
+class Answer:
+    """An answer that has started: its sources are fixed and its text is ready to stream."""
+
+    mode: Mode
+    question: str  # the standalone form that retrieval used
+    sources: list[Hit]
+    retrieval_ms: float
+    stream: CompletionStream
+
+    def source_views(self) -> list[dict[str, Any]]:
+        """The `sources` event: what each `[n]` of the answer refers to."""
+        return [
+            {
+                "n": n,
+                "document_id": hit.document_id,
+                "filename": hit.filename,
+                "page": hit.page,
+                "chunk_id": hit.chunk_id,
+                "score": hit.score,
+                "text": hit.text,
+            }
+            for n, hit in enumerate(self.sources, start=1)
+        ]
+
+    def deltas(self) -> AsyncIterator[str]:
+        return self.stream.deltas()
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+async def document_scope(
+    db: Database, owner_id: str, document_ids: Sequence[str]
+) -> list[uuid.UUID]:
+    """The primary keys to search: the named documents, which must all be ready, or else every
+    ready document of the owner."""
+    if document_ids:
+        pks: list[uuid.UUID] = []
+        for document_id in dict.fromkeys(document_ids):
+            doc = await documents.get_document(db, owner_id, document_id)
+            if doc.status != "ready":
+                raise DocumentNotReady(
+                    _not_ready_sentence(document_id, doc.status),
+                    status=doc.status,
+                    document_id=document_id,
+                )
+            pks.append(doc.pk)
+        return pks
+    async with db.session() as session:
+        ready = list(
+            (
+                await session.execute(
+                    select(Document.pk).where(
+                        Document.owner_id == owner_id, Document.status == "ready"
+                    )
+                )
+            ).scalars()
+        )
+        if ready:
+            return ready
+        counts = dict(
+            (
+                await session.execute(
+                    select(Document.status, func.count())
+                    .where(Document.owner_id == owner_id)
+                    .group_by(Document.status)
+                )
+            ).tuples()
+        )
+    if not counts:
+        raise DocumentNotFound("You have no documents yet: upload one, then ask about it.")
+    raise DocumentNotReady(
+        "None of your documents is ready yet; ask again when one is.",
+        status=next(s for s in ("processing", "queued", "failed") if s in counts),
+        statuses=counts,
+    )
+
+
+def _not_ready_sentence(document_id: str, status: str) -> str:
+    if status == "failed":
+        return f"The document '{document_id}' could not be processed, so it cannot be asked about."
+    return f"The document '{document_id}' is {status}, not ready yet; ask again when it is ready."
+
+
+class Answerer:
+    """Answers questions for one process: holds the database, the embedder and the model."""
+
+    def __init__(
+        self, settings: Settings, db: Database, embedder: Embedder, llm: LLM | None
+    ) -> None:
+        self._settings = settings
+        self._db = db
+        self._embedder = embedder
+        self._llm = llm
+        # Only the model's prompt needs token counts; the extractive answerer never loads this.
+        self._tokenizer = Tokenizer() if llm is not None else None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, db: Database, embedder: Embedder) -> Answerer:
+        return cls(settings, db, embedder, make_llm(settings))
+
+    @property
+    def mode(self) -> Mode:
+        return "extractive" if self._llm is None else "llm"
+
+    async def aclose(self) -> None:
+        if self._llm is not None:
+            await self._llm.aclose()
+
+    async def standalone(self, question: Question) -> str:
+        """The question rewritten to stand alone, when it follows earlier turns."""
+        if not any(t["role"] == "user" for t in question.history):
+            return question.text
+        if self._llm is None or self._tokenizer is None:
+            return rewrite_without_model(question.text, question.history)
+        messages = rewrite_messages(
+            question.text, question.history, self._tokenizer, self._settings.llm_context_tokens
+        )
+        reply = await self._llm.complete(messages, max_tokens=REWRITE_MAX_TOKENS)
+        return clean_rewrite(reply, question.text)
+
+    async def start(self, owner_id: str, question: Question) -> Answer:
+        """Resolve the documents, retrieve, and open the answer stream.
+
+        Raises `DocumentNotFound`, `DocumentNotReady`, or a model error, before any text exists.
+        """
+        pks = await document_scope(self._db, owner_id, question.document_ids)
+        standalone = await self.standalone(question)
+        started = time.perf_counter()
+        hits = await retrieve(
+            self._db,
+            self._embedder,
+            owner_id=owner_id,
+            document_pks=pks,
+            question=standalone,
+            top_k=question.top_k or self._settings.ask_top_k,
+        )
+        retrieval_ms = (time.perf_counter() - started) * 1000
+        if not hits:
+            stream: CompletionStream = TextStream("", "no_sources")
+            return Answer(self.mode, standalone, [], retrieval_ms, stream)
+        if self._llm is None or self._tokenizer is None:
+            # The follow-up's own words lead; what it inherits from the conversation helps.
+            context = standalone if standalone != question.text else ""
+            chosen = await asyncio.to_thread(
+                extractive.select, question.text, hits, self._embedder, context
+            )
+            stream = TextStream(extractive.compose(chosen), "stop")
+            return Answer("extractive", standalone, list(hits), retrieval_ms, stream)
+        budget = self._settings.llm_context_tokens
+        sources = fit_sources(hits, self._tokenizer, budget)
+        messages = answer_messages(
+            question.text, sources, question.history, self._tokenizer, budget
+        )
+        stream = await self._llm.stream(messages, max_tokens=self._settings.llm_max_tokens)
+        return Answer("llm", standalone, sources, retrieval_ms, stream)

@@ -1,0 +1,159 @@
+"""`POST /api/v1/ask`: a question in, the answer out as server-sent events.
+
+The wire format (CONTRACT.md): `event: sources` first, then the answer as default-event `data:`
+deltas, then `event: done`; `event: error` (followed by `done`) if the answer fails part-way.
+Failures before the first byte are plain JSON errors, because the answer stream, including the
+request to the model server, is open before the 200 is sent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+import anyio
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, Field, StringConstraints, field_validator
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.background import BackgroundTask
+
+from docqa.answer import Answer, Answerer, ChatMessage, Question
+from docqa.api.deps import Owner, State
+from docqa.errors import DocqaError
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/api/v1", tags=["ask"])
+
+PING_S = 15
+DocumentId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
+
+
+class Turn(BaseModel):
+    """One earlier turn of the conversation."""
+
+    role: Literal["user", "assistant"]
+    content: str = Field(max_length=20_000)
+
+
+class AskBody(BaseModel):
+    question: str = Field(min_length=1, max_length=2000, description="what to answer")
+    document_id: DocumentId | None = Field(default=None, description="answer from this document")
+    document_ids: list[DocumentId] | None = Field(
+        default=None, max_length=100, description="answer from these documents"
+    )
+    top_k: int | None = Field(default=None, ge=1, le=50, description="how many sources to use")
+    history: list[Turn] = Field(
+        default_factory=list, max_length=50, description="the conversation so far, oldest first"
+    )
+
+    @field_validator("question")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("the question is empty")
+        return value
+
+    def to_question(self) -> Question:
+        ids = ([self.document_id] if self.document_id else []) + (self.document_ids or [])
+        history: list[ChatMessage] = [{"role": t.role, "content": t.content} for t in self.history]
+        return Question(self.question, tuple(ids), self.top_k, tuple(history))
+
+
+def get_answerer(state: State) -> Answerer:
+    answerer = state.answerer
+    if answerer is None:
+        raise RuntimeError("the application was started without an answerer")
+    return answerer
+
+
+AnswererDep = Annotated[Answerer, Depends(get_answerer)]
+
+
+def _ping() -> ServerSentEvent:
+    return ServerSentEvent(comment="ping")
+
+
+@router.post(
+    "/ask",
+    response_class=EventSourceResponse,
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "the answer, streamed"},
+        404: {"description": "unknown document"},
+        409: {"description": "document not ready"},
+        502: {"description": "the model server failed"},
+        503: {"description": "the model server is unreachable or too slow"},
+    },
+)
+async def ask(body: AskBody, answerer: AnswererDep, owner: Owner) -> EventSourceResponse:
+    """Answer a question from the caller's documents, citing sources as `[n]`."""
+    started = time.perf_counter()
+    answer = await answerer.start(owner, body.to_question())
+    return EventSourceResponse(
+        _events(answer, started),
+        ping=PING_S,
+        ping_message_factory=_ping,
+        # Also runs when the client left before the first event (the generator never started).
+        background=BackgroundTask(answer.aclose),
+    )
+
+
+def _ms(since: float) -> float:
+    return round((time.perf_counter() - since) * 1000, 1)
+
+
+async def _events(answer: Answer, started: float) -> AsyncIterator[ServerSentEvent]:
+    first_token: float | None = None
+    finish_reason: str | None = None
+    try:
+        yield ServerSentEvent(_json(answer.source_views()), event="sources")
+        try:
+            async for delta in answer.deltas():
+                if first_token is None:
+                    first_token = _ms(started)
+                yield ServerSentEvent(delta)
+            finish_reason = answer.stream.finish_reason or "stop"
+        except DocqaError as exc:
+            finish_reason = "error"
+            yield ServerSentEvent(_json({"code": exc.code, "detail": exc.detail}), event="error")
+        except Exception:
+            finish_reason = "error"
+            log.exception("answer failed while streaming")
+            failure = {
+                "code": "internal_error",
+                "detail": "Something went wrong on the server while answering.",
+            }
+            yield ServerSentEvent(_json(failure), event="error")
+        timings = {"retrieval": round(answer.retrieval_ms, 1), "first_token": first_token}
+        done = {
+            "finish_reason": finish_reason,
+            "mode": answer.mode,
+            "usage": answer.stream.usage,
+            "timings_ms": timings | {"total": _ms(started)},
+        }
+        yield ServerSentEvent(_json(done), event="done")
+    finally:
+        with anyio.CancelScope(shield=True):
+            await answer.aclose()
+        log.info(
+            "answered",
+            extra={
+                "mode": answer.mode,
+                "sources": len(answer.sources),
+                "finish_reason": finish_reason or "cancelled",
+                "first_token_ms": first_token,
+                "total_ms": _ms(started),
+            },
+        )
+
+
+# JSON leaves these unescaped, but many line readers (Python's `splitlines`, so httpx's
+# `aiter_lines`) break lines at them; escaped, every event stays on the lines SSE gives it.
+_LINE_BREAKERS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).translate(_LINE_BREAKERS)
