@@ -14,8 +14,11 @@ from docqa.answer import Answerer
 from docqa.api import ask as ask_api
 from docqa.api import documents as documents_api
 from docqa.api import health as health_api
+from docqa.api import metrics as metrics_api
 from docqa.api.errors import RequestIdMiddleware, install_error_handlers
+from docqa.api.metrics import RequestMetricsMiddleware
 from docqa.api.web import install_web
+from docqa.auth import NO_KEYS_SENTENCE, any_active_key
 from docqa.blobs import LocalBlobStore
 from docqa.db import migrate
 from docqa.db.engine import open_database
@@ -29,6 +32,10 @@ from docqa.state import AppState
 log = logging.getLogger(__name__)
 
 
+class StartupRefused(RuntimeError):
+    """The configuration is unsafe or unusable; the message says why and what to do."""
+
+
 @contextlib.asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
@@ -36,6 +43,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         if settings.migrate_on_start:
             await asyncio.to_thread(migrate.upgrade, db.url)
+        if settings.auth == "keys" and not await any_active_key(db):
+            log.error(NO_KEYS_SENTENCE)
+            raise StartupRefused(NO_KEYS_SENTENCE)
         store = LocalBlobStore(settings.blob_dir)
         jobs = build_job_app(settings, db.url)
         await jobs.open_async()
@@ -83,9 +93,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=_lifespan,
     )
     app.state.settings = settings
+    # Inside RequestIdMiddleware, so that the request log line carries the request id.
+    app.add_middleware(RequestMetricsMiddleware)
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
     app.include_router(health_api.router)
+    app.include_router(metrics_api.router)
     app.include_router(documents_api.router)
     app.include_router(ask_api.router)
     install_web(app)

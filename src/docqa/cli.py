@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
+from docqa.cli_keys import keys_app
 from docqa.client import api_client, sse_events
 from docqa.logs import configure_logging
 from docqa.settings import Settings
@@ -24,6 +25,7 @@ from docqa.upload import KIND_BY_EXTENSION
 app = typer.Typer(help="docqa: ask questions about your own documents.", no_args_is_help=True)
 docs_app = typer.Typer(help="List, show and remove documents.", no_args_is_help=True)
 app.add_typer(docs_app, name="docs")
+app.add_typer(keys_app, name="keys")
 console = Console()
 err = Console(stderr=True)
 
@@ -51,8 +53,15 @@ def serve(
     import uvicorn
 
     from docqa.app import create_app
+    from docqa.auth import resolve_mode
 
     settings = _settings()
+    try:
+        # Off only on loopback; anywhere else every request needs a key (DOCQA_AUTH=keys).
+        settings = settings.model_copy(update={"auth": resolve_mode(settings.auth, host)})
+    except ValueError as exc:
+        err.print(str(exc), markup=False, soft_wrap=True)
+        raise typer.Exit(2) from None
     uvicorn.run(create_app(settings), host=host, port=port, log_config=None, proxy_headers=True)
 
 

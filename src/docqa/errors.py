@@ -19,6 +19,10 @@ class DocqaError(Exception):
         self.detail = detail
         self.extra = extra
 
+    def response_headers(self) -> dict[str, str]:
+        """HTTP headers the response to this error carries (`WWW-Authenticate`, `Retry-After`)."""
+        return {}
+
 
 class UploadTooLarge(DocqaError):
     status_code = 413
@@ -74,6 +78,38 @@ class ModelTimeout(ModelUnavailable):
     """The model server accepted the request but did not answer within `llm_timeout_s`."""
 
     code = "model_timeout"
+
+
+class Unauthorized(DocqaError):
+    """No API key, or one that is unknown or revoked (only when DOCQA_AUTH=keys)."""
+
+    status_code = 401
+    code = "unauthorized"
+
+    def __init__(self, detail: str, *, invalid_token: bool) -> None:
+        super().__init__(detail)
+        self.invalid_token = invalid_token
+
+    def response_headers(self) -> dict[str, str]:
+        # RFC 6750: a request without credentials gets the bare challenge.
+        challenge = 'Bearer realm="docqa"'
+        if self.invalid_token:
+            challenge += ', error="invalid_token"'
+        return {"WWW-Authenticate": challenge}
+
+
+class RateLimited(DocqaError):
+    """One API key used up a rate limit; `retry_after_s` says when to come back."""
+
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, detail: str, *, retry_after_s: int, limit: str) -> None:
+        super().__init__(detail, retry_after_s=retry_after_s, limit=limit)
+        self.retry_after_s = retry_after_s
+
+    def response_headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
 
 
 class ExtractionFailed(Exception):

@@ -52,6 +52,20 @@ class Settings(BaseSettings):
     heartbeat_interval_s: float = Field(default=10.0, gt=0)
     stalled_after_s: float = Field(default=30.0, gt=0)
 
+    auth: Literal["off", "keys"] | None = Field(
+        default=None,
+        description="`keys`: every request needs an API key; `off`: one local owner, allowed "
+        "only on a loopback address. Unset: `off` on loopback, `keys` anywhere else.",
+    )
+    rate_asks_per_minute: int = Field(default=30, ge=0, description="per API key; 0: no limit")
+    rate_uploads_per_minute: int = Field(default=60, ge=0, description="per API key; 0: no limit")
+    rate_concurrent_streams: int = Field(
+        default=4, ge=0, description="answer streams open at once per API key; 0: no limit"
+    )
+    stream_lease_s: float = Field(
+        default=30.0, gt=0, description="a dead process's answer streams stop counting after this"
+    )
+
     log_level: str = "INFO"
     log_json: bool = True
 

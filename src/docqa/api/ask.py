@@ -21,7 +21,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.background import BackgroundTask
 
 from docqa.answer import Answer, Answerer, ChatMessage, Question
-from docqa.api.deps import Owner, State
+from docqa.api.deps import AskRateLimit, Owner, State, StreamSlot
 from docqa.errors import DocqaError
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,13 @@ def _ping() -> ServerSentEvent:
         503: {"description": "the model server is unreachable or too slow"},
     },
 )
-async def ask(body: AskBody, answerer: AnswererDep, owner: Owner) -> EventSourceResponse:
+async def ask(
+    body: AskBody,
+    answerer: AnswererDep,
+    owner: Owner,
+    _limit: AskRateLimit,
+    _slot: StreamSlot,
+) -> EventSourceResponse:
     """Answer a question from the caller's documents, citing sources as `[n]`."""
     started = time.perf_counter()
     answer = await answerer.start(owner, body.to_question())

@@ -14,9 +14,10 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import ClientDisconnect
 
 from docqa import documents
-from docqa.api.deps import Owner, State
+from docqa.api.deps import Owner, State, UploadRateLimit
 from docqa.errors import BadUpload, DocumentNotFound
 from docqa.jobs import defer_processing
+from docqa.metrics import UPLOAD_BYTES
 from docqa.upload import check_content_length, receive_upload
 
 router = APIRouter(prefix="/api/v1", tags=["documents"])
@@ -45,7 +46,9 @@ _UPLOAD_SCHEMA: dict[str, Any] = {
 
 
 @router.post("/upload", openapi_extra=_UPLOAD_SCHEMA)
-async def upload(request: Request, state: State, owner: Owner) -> dict[str, Any]:
+async def upload(
+    request: Request, state: State, owner: Owner, _limit: UploadRateLimit
+) -> dict[str, Any]:
     """Stream a file to storage and queue it for processing."""
     limit = state.settings.max_upload_bytes
     check_content_length(request.headers.get("content-length"), limit)
@@ -58,6 +61,7 @@ async def upload(request: Request, state: State, owner: Owner) -> dict[str, Any]
         )
     except ClientDisconnect:
         raise BadUpload("The upload was interrupted before the file was complete.") from None
+    UPLOAD_BYTES.observe(received.file.size_bytes)
     created = await documents.create_document(state.db, state.store, owner, received)
     doc = created.document
     if not created.duplicate:

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from docqa.errors import DocqaError
 from docqa.logs import request_id_var
+from docqa.metrics import ERRORS
 
 log = logging.getLogger(__name__)
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -25,6 +26,7 @@ def error_body(detail: str, code: str, /, **extra: Any) -> dict[str, Any]:
 
 
 def error_response(status: int, detail: str, code: str, /, **extra: Any) -> JSONResponse:
+    ERRORS.labels(code=code).inc()
     return JSONResponse(error_body(detail, code, **extra), status_code=status)
 
 
@@ -37,7 +39,9 @@ _HTTP_CODES = {
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DocqaError)
     async def domain_error(request: Request, exc: DocqaError) -> JSONResponse:
-        return error_response(exc.status_code, exc.detail, exc.code, **exc.extra)
+        response = error_response(exc.status_code, exc.detail, exc.code, **exc.extra)
+        response.headers.update(exc.response_headers())
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
