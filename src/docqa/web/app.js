@@ -86,6 +86,7 @@ function main() {
       newChat: $("new-chat"),
     },
     () => docs.selected().map((item) => item.id),
+    (id) => docs.nameOf(id),
   );
 
   function showScope() {

@@ -198,10 +198,12 @@ export class Chat {
   /**
    * @param {object} els  messages, form, question, send, stop, newChat, intro
    * @param {() => string[]} scope  the document ids to search; empty means all
+   * @param {(id: string) => string | null} nameOf  a document's file name, when it is listed
    */
-  constructor(els, scope) {
+  constructor(els, scope, nameOf = () => null) {
     this.els = els;
     this.scope = scope;
+    this.nameOf = nameOf;
     this.history = [];
     this.running = null;
     els.form.addEventListener("submit", (e) => {
@@ -278,7 +280,7 @@ export class Chat {
       if (err.name === "AbortError") {
         turn.stopped();
       } else if (err instanceof ApiError) {
-        turn.fail(`${errorTitle(err)}:`, err.detail);
+        turn.fail(`${errorTitle(err)}:`, this.#sentence(err));
         failed = true;
       } else {
         turn.fail("Something went wrong:", err.message || String(err));
@@ -297,6 +299,15 @@ export class Chat {
       input.value = input.value || question; // let the person retry without retyping
       this.#fit();
     }
+  }
+
+  /** The server's sentence, but with a file name where it can only name a document's id. */
+  #sentence(err) {
+    const id = err.body?.document_id;
+    const name = err.code === "document_not_ready" && id ? this.nameOf(id) : null;
+    if (!name) return err.detail;
+    if (err.body.status === "failed") return `“${name}” could not be processed, so it cannot be asked about.`;
+    return `“${name}” is ${err.body.status ?? "still being processed"}, not ready yet; ask again when it is ready.`;
   }
 
   #setRunning(running) {

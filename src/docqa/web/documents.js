@@ -40,6 +40,10 @@ export class DocumentList {
     return [...this.items.values()].filter((item) => item.selected && item.id);
   }
 
+  nameOf(id) {
+    return this.items.get(id)?.filename ?? null;
+  }
+
   readyCount() {
     return [...this.items.values()].filter((item) => item.status === "ready").length;
   }
