@@ -17,7 +17,18 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.stack import SHARED_DATA, Stack, stack_env, start_api, start_worker
+from tests.mock_llm import MockLLM
+from tests.stack import (
+    ROOT,
+    SHARED_DATA,
+    Proc,
+    Stack,
+    free_port,
+    stack_env,
+    start_api,
+    start_worker,
+    wait_http,
+)
 
 
 @pytest.fixture(scope="session")
@@ -130,3 +141,76 @@ async def wait_terminal(
             return doc
         await asyncio.sleep(0.2)
     raise AssertionError(f"{document_id} still {doc['status']} after {timeout} s: {doc}")
+
+
+def _log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    log_dir = Path(os.environ.get("DOCQA_TEST_LOG_DIR", tmp_path_factory.mktemp("logs")))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    return log_dir
+
+
+@pytest.fixture(scope="session")
+def mock_llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MockLLM]:
+    """The scriptable OpenAI-compatible model server (`tests/mock_llm.py`), its own process."""
+    port = free_port()
+    proc = Proc(
+        ["--port", str(port)],
+        os.environ | {"PYTHONPATH": str(ROOT)},
+        _log_dir(tmp_path_factory) / "mock_llm.log",
+        module="tests.mock_llm",
+    ).start()
+    mock = MockLLM(f"http://127.0.0.1:{port}")
+    try:
+        wait_http(f"{mock.url}/_health", proc)
+        yield mock
+    finally:
+        proc.stop()
+
+
+# The LLM-backed API answers within this many seconds or reports the model server too slow.
+LLM_TIMEOUT_S = 3.0
+
+
+@pytest.fixture(scope="session")
+def llm_api(
+    stack: Stack, mock_llm: MockLLM, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A second API process on the same database and files, answering with the mock model.
+    (The `stack` API has no model server configured, so it uses the extractive answerer.)"""
+    if not stack.local:
+        pytest.skip("needs an API the tests configure (not available with DOCQA_TEST_BASE_URL)")
+    env = stack.env | {
+        "DOCQA_LLM_BASE_URL": mock_llm.base_url,
+        "DOCQA_LLM_MODEL": "mock-model",
+        "DOCQA_LLM_TIMEOUT_S": str(LLM_TIMEOUT_S),
+        "DOCQA_LLM_MAX_RETRIES": "0",
+    }
+    proc, url = start_api(env, _log_dir(tmp_path_factory), name="api-llm")
+    try:
+        yield url
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="session")
+async def ask_docs(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Two small PDFs whose facts sit on known pages (`tests/asking.py`), uploaded and ready:
+    `{"observatory": Doc, "ferry": Doc}`."""
+    from tests.asking import FERRY, OBSERVATORY, upload_ready, write_pdf
+
+    folder = tmp_path_factory.mktemp("ask-docs")
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=60) as client:
+        return {
+            "observatory": await upload_ready(
+                client, write_pdf(folder, "observatory", OBSERVATORY), "obs"
+            ),
+            "ferry": await upload_ready(client, write_pdf(folder, "ferry", FERRY), "ferry"),
+        }
+
+
+@pytest.fixture(scope="session")
+def local_embedder() -> Any:
+    """The bundled embedding model, loaded once for the tests that write vectors themselves."""
+    from docqa.ingest.embed import LocalEmbedder
+
+    return LocalEmbedder()

@@ -58,3 +58,21 @@ async def test_upload_size_limit(docker_services: dict[str, Stack], base_url: st
 
         assert response.status_code == 413
         assert "File too large" in response.text
+
+
+@pytest.mark.asyncio
+async def test_ask_streaming_response(docker_services: dict[str, Stack], base_url: str) -> None:
+    async with AsyncClient(base_url=base_url) as client:
+        payload = {"question": "What is this document about?", "document_id": "test-doc-123"}
+
+        chunks = []
+        async with client.stream("POST", "/api/v1/ask", json=payload) as response:
+            assert response.status_code == 200
+
+            async for line in response.aiter_lines():
+                if line.startswith("data: "):
+                    chunks.append(line[6:])  # Strip "data: " prefix
+
+        full_response = "".join(chunks)
+        assert len(full_response) > 0
+        assert "error" not in full_response.lower()
