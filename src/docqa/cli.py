@@ -300,5 +300,52 @@ def docs_rm(document_id: str, server: ServerOpt = None, api_key: KeyOpt = None) 
     console.print(f"deleted {document_id}")
 
 
+@app.command("eval")
+def eval_command(
+    dataset: Annotated[
+        Path,
+        typer.Argument(
+            help="A BEIR folder (corpus.jsonl, queries.jsonl, qrels/test.tsv) or a page-QA "
+            "folder (documents/, questions.jsonl)."
+        ),
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    limit_docs: Annotated[
+        int | None,
+        typer.Option("--limit-docs", min=1, help="Use only the first N documents (quick runs)."),
+    ] = None,
+) -> None:
+    """Measure retrieval (lexical, vector, hybrid) by ingesting a dataset through the pipeline."""
+    import logging
+
+    from docqa.evalsets import DatasetError
+    from docqa.evaluate import report_json, report_table, run_eval
+
+    settings = _settings()
+    # A log line per document would bury the progress bar; failures are listed in the report.
+    for name in ("docqa.ingest", "pgserver"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.root.level))
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[count]}"))
+    with Progress(*columns, console=err, transient=True) as progress:
+        task = progress.add_task("loading", total=None, count="")
+
+        def on_progress(stage: str, done: int, total: int) -> None:
+            progress.update(
+                task, description=stage, completed=done, total=total, count=f"{done}/{total}"
+            )
+
+        try:
+            report = asyncio.run(
+                run_eval(settings, dataset, limit_docs=limit_docs, progress=on_progress)
+            )
+        except DatasetError as exc:
+            err.print(str(exc), markup=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+    if as_json:
+        sys.stdout.write(report_json(report))
+    else:
+        console.print(report_table(report))
+
+
 def main() -> None:
     app()
