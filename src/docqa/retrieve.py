@@ -1,25 +1,53 @@
-"""Retrieval: vector nearest neighbours and a lexical ranking over the caller's documents, fused.
+"""Retrieval: BM25 and vector nearest neighbours over the caller's chunks, fused.
 
-Every query filters by owner and document inside SQL. First version: cosine kNN through the HNSW
-index, OR-of-lexemes full text ranked by `ts_rank_cd`, fused with reciprocal rank fusion.
+Every query filters by owner and document inside SQL, never afterwards.
+
+- Lexical: Okapi BM25 computed in PostgreSQL at query time. The GIN index finds the chunks that
+  hold any query term (OR semantics: `websearch_to_tsquery`'s AND matches almost nothing for a
+  natural question); term frequencies come from the stored `tsvector`, and document frequencies
+  and the average length from the filtered set itself, so the statistics always describe exactly
+  the documents being searched and need no upkeep at ingest or delete.
+- Vector: cosine distance. pgvector 0.6 filters an HNSW scan only after the fact, so a filter
+  that keeps a small share of the index returns fewer rows than asked (often none). When the
+  filtered set is small, or too small a share of the table for HNSW to find enough of it, the
+  scan is exact; otherwise HNSW runs with `ef_search` sized to the share, and falls back to the
+  exact scan if it still comes back short.
+- Fusion: reciprocal rank fusion of the two rankings.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from sqlalchemy import bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from docqa.db.engine import Database
 from docqa.ingest.embed import Embedder
 
 Mode = Literal["hybrid", "lexical", "vector"]
-RRF_K = 60
+# Candidates taken from each side before fusion (at least top_k).
 CANDIDATES = 50
+RRF_K = 60
+# BM25 parameters: the usual defaults (Robertson; Lucene and Elasticsearch use the same).
+BM25_K1 = 1.2
+BM25_B = 0.75
+# Up to this many chunks the exact scan is always right and cheap enough: measured here at
+# about 2.8 µs a chunk (26 ms for 9,234), against about 2 ms for HNSW.
+EXACT_MAX_CHUNKS = 10_000
+# HNSW returns at most ef_search rows before the filter; pgvector caps ef_search at 1000. At
+# 200, HNSW's top 10 matched the exact top 10 at 0.986 (0.975 at 100) on 9,234 chunks.
+EF_SEARCH_MIN, EF_SEARCH_MAX = 200, 1000
+# Ask HNSW for this many times the rows that the filter is expected to keep.
+EF_MARGIN = 2.0
+
+_PKS = bindparam("pks", type_=ARRAY(UUID(as_uuid=True)))
 
 
 @dataclass(frozen=True)
@@ -33,27 +61,64 @@ class Hit:
     score: float
 
 
-_VECTOR_SQL = text(
+# `terms`: the question's lexemes, each quoted as a tsquery operand (backslash and quote
+# escaped), ORed. `matches`: one row per (chunk, query term) with the term's frequency; the
+# setweight/ts_filter pair cuts each tsvector down to the query terms in C before unnest, which
+# measured 4x faster than unnesting whole tsvectors. `scope` reads owner_id, document_pk and
+# token_count only, which the index ix_chunks_owner_document covers.
+_BM25_SQL = text(
+    r"""
+    WITH terms AS (
+        SELECT array_agg(t.lexeme) AS lexemes,
+               string_agg(
+                   '''' || replace(replace(t.lexeme, '\', '\\'), '''', '''''') || '''', ' | '
+               )::tsquery AS query
+        FROM unnest(to_tsvector('english', :question)) AS t
+    ),
+    scope AS (
+        SELECT count(*)::float8 AS n, coalesce(avg(c.token_count), 1)::float8 AS avgdl
+        FROM chunks c
+        WHERE c.owner_id = :owner AND c.document_pk = ANY(:pks)
+    ),
+    matches AS (
+        SELECT c.id, c.token_count AS dl, t.lexeme, coalesce(cardinality(t.positions), 1) AS tf
+        FROM terms, chunks c,
+             unnest(ts_filter(setweight(c.tsv, 'A', terms.lexemes), '{a}')) AS t
+        WHERE c.owner_id = :owner AND c.document_pk = ANY(:pks) AND c.tsv @@ terms.query
+    ),
+    df AS (
+        SELECT lexeme, count(*)::float8 AS df FROM matches GROUP BY lexeme
+    )
+    SELECT m.id, sum(
+        ln(1 + (s.n - d.df + 0.5) / (d.df + 0.5))
+        * m.tf * (:k1 + 1) / (m.tf + :k1 * (1 - :b + :b * m.dl / s.avgdl))
+    ) AS score
+    FROM matches m JOIN df d USING (lexeme) CROSS JOIN scope s
+    GROUP BY m.id
+    ORDER BY score DESC, m.id
+    LIMIT :limit
     """
-    SELECT c.id FROM chunks c
+).bindparams(_PKS)
+
+_COUNT_SQL = text(
+    """
+    SELECT count(*) AS n,
+           (SELECT greatest(reltuples, 1) FROM pg_class WHERE oid = 'chunks'::regclass) AS total
+    FROM chunks c
+    WHERE c.owner_id = :owner AND c.document_pk = ANY(:pks)
+    """
+).bindparams(_PKS)
+
+_VECTOR_SELECT = """
+    SELECT c.id, 1 - (c.embedding <=> CAST(:qvec AS vector)) AS score
+    FROM chunks c
     WHERE c.owner_id = :owner AND c.document_pk = ANY(:pks)
     ORDER BY c.embedding <=> CAST(:qvec AS vector)
-    LIMIT :limit
-    """
-).bindparams(bindparam("pks", type_=ARRAY(UUID(as_uuid=True))))
-
-_LEXICAL_SQL = text(
-    """
-    WITH q AS (
-        SELECT string_agg(quote_literal(lexeme), ' | ')::tsquery AS query
-        FROM unnest(to_tsvector('english', :question))
-    )
-    SELECT c.id FROM chunks c, q
-    WHERE c.owner_id = :owner AND c.document_pk = ANY(:pks) AND c.tsv @@ q.query
-    ORDER BY ts_rank_cd(c.tsv, q.query) DESC, c.id
-    LIMIT :limit
-    """
-).bindparams(bindparam("pks", type_=ARRAY(UUID(as_uuid=True))))
+"""
+# HNSW can serve the ORDER BY only when it is the distance alone.
+_HNSW_SQL = text(_VECTOR_SELECT + " LIMIT :limit").bindparams(_PKS)
+# The exact scan sorts anyway, so it breaks ties (identical chunks) by id.
+_EXACT_SQL = text(_VECTOR_SELECT + ", c.id LIMIT :limit").bindparams(_PKS)
 
 _HITS_SQL = text(
     """
@@ -63,11 +128,79 @@ _HITS_SQL = text(
     """
 )
 
+Ranking = list[tuple[int, float]]
 
-def rrf(rankings: list[list[int]], k: int = RRF_K) -> dict[int, float]:
+
+async def lexical_ranking(
+    session: AsyncSession,
+    *,
+    owner_id: str,
+    document_pks: list[uuid.UUID],
+    question: str,
+    limit: int,
+) -> Ranking:
+    """Chunks holding any of the question's terms, best BM25 score first."""
+    result = await session.execute(
+        _BM25_SQL,
+        {
+            "owner": owner_id,
+            "pks": document_pks,
+            "question": question,
+            "k1": BM25_K1,
+            "b": BM25_B,
+            "limit": limit,
+        },
+    )
+    return [(row.id, float(row.score)) for row in result]
+
+
+def ef_search_for(limit: int, scope: int, total: float) -> int | None:
+    """The `ef_search` at which HNSW should find `limit` rows of a filter that keeps `scope` of
+    `total` rows, or None when the exact scan is the better plan."""
+    if scope <= EXACT_MAX_CHUNKS:
+        return None
+    needed = math.ceil(limit * EF_MARGIN * max(total, scope) / scope)
+    if needed > EF_SEARCH_MAX:
+        return None
+    return max(EF_SEARCH_MIN, needed)
+
+
+async def vector_ranking(
+    session: AsyncSession,
+    *,
+    owner_id: str,
+    document_pks: list[uuid.UUID],
+    qvec: Sequence[float],
+    limit: int,
+) -> Ranking:
+    """The nearest chunks by cosine distance, nearest first, with their cosine similarity."""
+    params = {"owner": owner_id, "pks": document_pks, "qvec": str(list(qvec)), "limit": limit}
+    counts = (await session.execute(_COUNT_SQL, params)).one()
+    scope = int(counts.n)
+    if scope == 0:
+        return []
+    ef = ef_search_for(limit, scope, float(counts.total))
+    if ef is not None:
+        await session.execute(
+            text("SELECT set_config('hnsw.ef_search', :ef, true)"), {"ef": str(ef)}
+        )
+        rows = [(row.id, float(row.score)) for row in await session.execute(_HNSW_SQL, params)]
+        if len(rows) >= min(limit, scope):
+            return rows
+    # Exact: with index scans off, the HNSW index cannot be used; the filter still uses the
+    # (owner_id, document_pk) index through a bitmap scan.
+    await session.execute(text("SET LOCAL enable_indexscan = off"))
+    try:
+        return [(row.id, float(row.score)) for row in await session.execute(_EXACT_SQL, params)]
+    finally:
+        await session.execute(text("SET LOCAL enable_indexscan = on"))
+
+
+def rrf(rankings: Sequence[Ranking], k: int = RRF_K) -> dict[int, float]:
+    """Reciprocal rank fusion: each ranking adds 1 / (k + rank) to the chunks it holds."""
     scores: dict[int, float] = {}
     for ranking in rankings:
-        for rank, chunk_id in enumerate(ranking):
+        for rank, (chunk_id, _) in enumerate(ranking):
             scores[chunk_id] = scores.get(chunk_id, 0.0) + 1.0 / (k + rank + 1)
     return scores
 
@@ -82,32 +215,41 @@ async def retrieve(
     top_k: int,
     mode: Mode = "hybrid",
 ) -> list[Hit]:
-    """The `top_k` best chunks for `question` among `document_pks` (all owned by `owner_id`)."""
-    if not document_pks:
+    """The `top_k` best chunks for `question` among `document_pks` (all owned by `owner_id`).
+
+    `score` is the fused score in hybrid mode, BM25 in lexical mode and cosine similarity in
+    vector mode: comparable within one answer, not across modes.
+    """
+    if not document_pks or top_k <= 0:
         return []
-    rankings: list[list[int]] = []
+    limit = max(CANDIDATES, top_k)
+    qvec = None
+    if mode != "lexical":
+        qvec = await asyncio.to_thread(embedder.embed_query, question)
     async with db.session() as session:
-        if mode in ("hybrid", "vector"):
-            qvec = await asyncio.to_thread(embedder.embed_query, question)
-            await session.execute(text("SET LOCAL hnsw.ef_search = 100"))
-            result = await session.execute(
-                _VECTOR_SQL,
-                {
-                    "owner": owner_id,
-                    "pks": document_pks,
-                    "qvec": str(qvec.tolist()),
-                    "limit": CANDIDATES,
-                },
+        rankings: list[Ranking] = []
+        if qvec is not None:
+            rankings.append(
+                await vector_ranking(
+                    session,
+                    owner_id=owner_id,
+                    document_pks=document_pks,
+                    qvec=qvec.tolist(),
+                    limit=limit,
+                )
             )
-            rankings.append(list(result.scalars()))
-        if mode in ("hybrid", "lexical"):
-            result = await session.execute(
-                _LEXICAL_SQL,
-                {"owner": owner_id, "pks": document_pks, "question": question, "limit": CANDIDATES},
+        if mode != "vector":
+            rankings.append(
+                await lexical_ranking(
+                    session,
+                    owner_id=owner_id,
+                    document_pks=document_pks,
+                    question=question,
+                    limit=limit,
+                )
             )
-            rankings.append(list(result.scalars()))
-        scores = rrf(rankings)
-        best = sorted(scores, key=lambda cid: scores[cid], reverse=True)[:top_k]
+        scores = rrf(rankings) if mode == "hybrid" else dict(rankings[0])
+        best = sorted(scores, key=lambda cid: (-scores[cid], cid))[:top_k]
         if not best:
             return []
         rows = (await session.execute(_HITS_SQL, {"ids": best, "owner": owner_id})).all()

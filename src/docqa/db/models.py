@@ -110,7 +110,14 @@ class Chunk(Base):
 
     __table_args__ = (
         UniqueConstraint("document_pk", "seq", name="uq_chunks_document_seq"),
-        Index("ix_chunks_owner_document", "owner_id", "document_pk"),
+        # token_count is included so that BM25's collection statistics come from an index-only
+        # scan (see retrieve.py).
+        Index(
+            "ix_chunks_owner_document",
+            "owner_id",
+            "document_pk",
+            postgresql_include=["token_count"],
+        ),
         Index(
             "ix_chunks_embedding_hnsw",
             "embedding",

@@ -1,0 +1,241 @@
+"""Retrieval on a real PostgreSQL: BM25 against a reference, the filtered vector scan, isolation.
+
+The documents go through the real pipeline (`docqa.evaluate.ingest`), so the chunks, vectors and
+tsvectors are the ones a deployment would hold.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import pytest
+from sqlalchemy import text
+
+from docqa import retrieve as retrieval
+from docqa.blobs import LocalBlobStore
+from docqa.db import migrate
+from docqa.db.engine import Database, open_database
+from docqa.evalsets import EvalDocument
+from docqa.evaluate import ingest
+from docqa.ingest.embed import LocalEmbedder, Tokenizer
+from docqa.ingest.pipeline import Runtime
+from docqa.settings import Settings
+
+TEXTS = {
+    "rivers": "The Danube and the Rhine are rivers. The Danube river is long; rivers flood.",
+    "deserts": "The Atacama desert is dry. Deserts get little rain, and desert plants store water.",
+    "mountains": "Everest is a mountain in the Himalaya. Mountain air is cold and thin.",
+    "rain": "Rain falls on rivers and mountains alike, and rain feeds every river in the valley.",
+    "mixed": "A long report about rivers, deserts and mountains, and about rain in each of them, "
+    + "with many other words that make this passage much longer than the others. " * 3,
+}
+
+
+@dataclass
+class Corpus:
+    db: Database
+    embedder: LocalEmbedder
+    owner: str
+    pks: dict[str, uuid.UUID]
+    other_owner: str
+    other_pks: dict[str, uuid.UUID]
+
+
+@pytest.fixture(scope="module")
+def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    import pgserver
+
+    server = pgserver.get_server(tmp_path_factory.mktemp("retrievepg"), cleanup_mode="delete")
+    try:
+        url = str(server.get_uri())
+        migrate.upgrade(url)
+        yield url
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="module")
+async def corpus(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Corpus]:
+    settings = Settings(database_url=pg_url, data_dir=tmp_path_factory.mktemp("retrieve-data"))
+    db = await open_database(settings, pool_size=2)
+    embedder = LocalEmbedder()
+    rt = Runtime(settings, db, LocalBlobStore(settings.blob_dir), embedder, Tokenizer())
+    docs = [EvalDocument(k, f"{k}.txt", "text", text=t) for k, t in TEXTS.items()]
+    mine = await ingest(rt, "owner-a", docs, lambda *_: None)
+    # The same texts under another owner: they must never show up in owner-a's results.
+    theirs = await ingest(rt, "owner-b", docs, lambda *_: None)
+    assert not mine.failed
+    assert not theirs.failed
+    yield Corpus(db, embedder, "owner-a", mine.pks, "owner-b", theirs.pks)
+    await db.close()
+
+
+async def _reference_bm25(corpus: Corpus, question: str) -> dict[int, float]:
+    """BM25 computed in Python from the stored lexemes, over owner-a's documents."""
+    async with corpus.db.session() as session:
+        terms = set(
+            (
+                await session.execute(
+                    text("SELECT lexeme FROM unnest(to_tsvector('english', :q))"), {"q": question}
+                )
+            ).scalars()
+        )
+        rows = (
+            await session.execute(
+                text(
+                    "SELECT c.id, c.token_count, t.lexeme, cardinality(t.positions) AS tf "
+                    "FROM chunks c, unnest(c.tsv) t WHERE c.owner_id = :owner"
+                ),
+                {"owner": corpus.owner},
+            )
+        ).all()
+    lengths = {row.id: row.token_count for row in rows}
+    tfs: dict[int, dict[str, int]] = {}
+    for row in rows:
+        tfs.setdefault(row.id, {})[row.lexeme] = row.tf
+    n, avgdl = len(lengths), sum(lengths.values()) / len(lengths)
+    df = {t: sum(1 for f in tfs.values() if t in f) for t in terms}
+    k1, b = retrieval.BM25_K1, retrieval.BM25_B
+    scores: dict[int, float] = {}
+    for cid, freqs in tfs.items():
+        matched = [t for t in terms if t in freqs]
+        if matched:
+            scores[cid] = sum(
+                math.log(1 + (n - df[t] + 0.5) / (df[t] + 0.5))
+                * freqs[t]
+                * (k1 + 1)
+                / (freqs[t] + k1 * (1 - b + b * lengths[cid] / avgdl))
+                for t in matched
+            )
+    return scores
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "Which rivers flood after rain?",
+        "dry desert plants",
+        # Words no chunk holds do not stop the others from matching (OR, not AND).
+        "mountain xylophone quasar",
+    ],
+)
+async def test_bm25_matches_reference(corpus: Corpus, question: str) -> None:
+    expected = await _reference_bm25(corpus, question)
+    async with corpus.db.session() as session:
+        got = await retrieval.lexical_ranking(
+            session,
+            owner_id=corpus.owner,
+            document_pks=list(corpus.pks.values()),
+            question=question,
+            limit=100,
+        )
+    assert got, question
+    assert {cid for cid, _ in got} == set(expected)
+    for cid, score in got:
+        assert score == pytest.approx(expected[cid], rel=1e-9)
+    assert [s for _, s in got] == sorted((s for _, s in got), reverse=True)
+
+
+async def test_tsquery_syntax_in_a_question_is_just_text(corpus: Corpus) -> None:
+    hits = await retrieval.retrieve(
+        corpus.db,
+        corpus.embedder,
+        owner_id=corpus.owner,
+        document_pks=list(corpus.pks.values()),
+        question="desert's \\ 'plants' & | ! <-> :* (water) \\'",
+        top_k=3,
+        mode="lexical",
+    )
+    assert hits
+    assert hits[0].document_pk == corpus.pks["deserts"]
+
+
+@pytest.mark.parametrize("question", ["???", "", "the and of it"])
+async def test_a_question_of_stop_words_matches_nothing(corpus: Corpus, question: str) -> None:
+    hits = await retrieval.retrieve(
+        corpus.db,
+        corpus.embedder,
+        owner_id=corpus.owner,
+        document_pks=list(corpus.pks.values()),
+        question=question,
+        top_k=3,
+        mode="lexical",
+    )
+    assert hits == []
+
+
+async def test_filtered_vector_scan_returns_the_whole_small_scope(
+    corpus: Corpus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Forced onto HNSW, a filter to one document of ten comes back short (pgvector 0.6 filters
+    after the scan); the exact scan then makes up the rows."""
+    monkeypatch.setattr(retrieval, "EXACT_MAX_CHUNKS", 0)
+    one = [corpus.pks["deserts"]]
+    async with corpus.db.session() as session:
+        scope = (
+            await session.execute(
+                text("SELECT count(*) FROM chunks WHERE document_pk = :pk"), {"pk": one[0]}
+            )
+        ).scalar_one()
+        qvec = corpus.embedder.embed_query("dry places").tolist()
+        got = await retrieval.vector_ranking(
+            session, owner_id=corpus.owner, document_pks=one, qvec=qvec, limit=10
+        )
+    assert len(got) == scope
+    sims = [s for _, s in got]
+    assert sims == sorted(sims, reverse=True)
+
+
+def test_ef_search_grows_with_the_filter_and_gives_way_to_exact() -> None:
+    assert retrieval.ef_search_for(50, 500, 1e6) is None  # small scope: exact
+    big = retrieval.EXACT_MAX_CHUNKS + 1
+    assert retrieval.ef_search_for(50, big, big) == retrieval.EF_SEARCH_MIN
+    assert retrieval.ef_search_for(50, big, 4 * big) == 400
+    assert retrieval.ef_search_for(50, big, 100 * big) is None  # HNSW cannot find enough
+
+
+@pytest.mark.parametrize("mode", ["lexical", "vector", "hybrid"])
+async def test_results_stay_within_owner_and_documents(corpus: Corpus, mode: str) -> None:
+    asked = [corpus.pks["rivers"], corpus.pks["rain"]]
+    hits = await retrieval.retrieve(
+        corpus.db,
+        corpus.embedder,
+        owner_id=corpus.owner,
+        document_pks=asked,
+        question="rivers and rain in the mountains",
+        top_k=10,
+        mode=mode,
+    )
+    assert hits
+    assert {h.document_pk for h in hits} <= set(asked)
+    # Another owner's document ids, asked for under this owner, give nothing.
+    stolen = await retrieval.retrieve(
+        corpus.db,
+        corpus.embedder,
+        owner_id=corpus.owner,
+        document_pks=list(corpus.other_pks.values()),
+        question="rivers",
+        top_k=10,
+        mode=mode,
+    )
+    assert stolen == []
+
+
+async def test_hybrid_fuses_both_rankings(corpus: Corpus) -> None:
+    pks = list(corpus.pks.values())
+    args = {"owner_id": corpus.owner, "document_pks": pks, "top_k": 5}
+    question = "Which desert gets little rain?"
+    hybrid = await retrieval.retrieve(corpus.db, corpus.embedder, question=question, **args)
+    lexical = await retrieval.retrieve(
+        corpus.db, corpus.embedder, question=question, mode="lexical", **args
+    )
+    vector = await retrieval.retrieve(
+        corpus.db, corpus.embedder, question=question, mode="vector", **args
+    )
+    assert hybrid[0].document_pk == corpus.pks["deserts"]
+    assert {h.chunk_id for h in hybrid} <= {h.chunk_id for h in lexical + vector}
+    assert all(h.filename.endswith(".txt") and h.page == 1 for h in hybrid)
+    assert [h.score for h in hybrid] == sorted((h.score for h in hybrid), reverse=True)
