@@ -144,14 +144,20 @@ export const paths = {
     `api/v1/documents/${encodeURIComponent(id)}/file${page ? `#page=${Number(page)}` : ""}`,
 };
 
+const UPLOAD_RETRIES_429 = 10;
+
 /**
  * Upload one file with XMLHttpRequest, whose upload progress events fetch() still lacks.
- * `onProgress(sentBytes, totalBytes)` reports the request body going out.
+ * `onProgress(sentBytes, totalBytes)` reports the request body going out; `onWait(seconds)`
+ * a rate limit (429) that the upload waits out before it tries again.
  * Resolves to the upload response; rejects with ApiError, or with an AbortError on `signal`.
  */
-export function upload(file, { onProgress, signal } = {}) {
+export function upload(file, { onProgress, onWait, signal } = {}) {
+  let limited = 0;
   return new Promise((resolve, reject) => {
+    signal?.addEventListener("abort", () => reject(new DOMException("The upload was cancelled.", "AbortError")), { once: true });
     const send = () => {
+      if (signal?.aborted) return;
       const key = getKey();
       const xhr = new XMLHttpRequest();
       xhr.open("POST", paths.upload);
@@ -160,6 +166,14 @@ export function upload(file, { onProgress, signal } = {}) {
       xhr.onload = async () => {
         if (xhr.status === 401 && (await keyForRetry(key))) {
           send();
+          return;
+        }
+        if (xhr.status === 429 && limited < UPLOAD_RETRIES_429) {
+          // A batch of files can outrun the per-key upload limit: wait as told, then go on.
+          limited += 1;
+          const seconds = Math.min(120, Math.max(1, Number(xhr.getResponseHeader("Retry-After")) || 5));
+          onWait?.(seconds);
+          setTimeout(send, seconds * 1000);
           return;
         }
         if (xhr.status >= 200 && xhr.status < 300) {
@@ -176,7 +190,6 @@ export function upload(file, { onProgress, signal } = {}) {
         reject(
           new ApiError(0, "The upload failed: the connection to the server was lost.", "network_error"),
         );
-      xhr.onabort = () => reject(new DOMException("The upload was cancelled.", "AbortError"));
       signal?.addEventListener("abort", () => xhr.abort(), { once: true });
       const form = new FormData();
       form.append("file", file, file.name);

@@ -160,8 +160,15 @@ export class DocumentList {
       const result = await upload(file, {
         signal: item.abort.signal,
         onProgress: (sent, total) => {
+          item.status = "uploading";
+          item.note = null;
           item.sent = sent;
           item.total = total;
+          renderRow(item);
+        },
+        onWait: (seconds) => {
+          item.status = "waiting";
+          item.note = `The server's upload limit was reached; trying again in ${seconds} s.`;
           renderRow(item);
         },
       });
