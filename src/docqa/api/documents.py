@@ -109,6 +109,9 @@ async def document_events(document_id: str, state: State, owner: Owner) -> Event
         last: dict[str, Any] | None = None
         async with state.hub.watch(pk) as changed:
             while True:
+                # Clear before reading: a change that lands while we read sets it again, so
+                # it is seen on the next turn instead of waiting for the fallback poll.
+                changed.clear()
                 try:
                     current = documents.document_view(
                         await documents.get_document(state.db, owner, document_id)
@@ -125,7 +128,6 @@ async def document_events(document_id: str, state: State, owner: Owner) -> Event
                     if status in documents.TERMINAL:
                         return
                     last = current
-                changed.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(changed.wait(), EVENTS_POLL_S)
 

@@ -84,7 +84,7 @@ async def process_document(rt: Runtime, pk: uuid.UUID) -> str:
         chunk_pages, pages, rt.tokenizer, rt.settings.chunk_tokens, rt.settings.chunk_overlap_tokens
     )
     timings["chunk_s"] = time.perf_counter() - t0
-    await _store_pages(rt, doc, pages)
+    await _store_pages(rt, doc, pages, len(chunks))
     await _embed_and_index(rt, doc, chunks, timings)
     timings["total_s"] = time.perf_counter() - started
     async with rt.db.session() as session, session.begin():
@@ -154,7 +154,9 @@ async def _extract(rt: Runtime, doc: Document, timings: dict[str, float]) -> lis
     return pages
 
 
-async def _store_pages(rt: Runtime, doc: Document, pages: list[ExtractedPage]) -> None:
+async def _store_pages(
+    rt: Runtime, doc: Document, pages: list[ExtractedPage], chunk_total: int
+) -> None:
     async with rt.db.session() as session, session.begin():
         await session.execute(delete(Page).where(Page.document_pk == doc.pk))
         if pages:
@@ -167,6 +169,8 @@ async def _store_pages(rt: Runtime, doc: Document, pages: list[ExtractedPage]) -
             doc.pk,
             page_count=len(pages),
             stage="embedding",
+            progress_done=0,
+            progress_total=chunk_total,
             percent=EXTRACT_SHARE + CHUNK_SHARE,
         )
 
