@@ -40,5 +40,13 @@ bench: setup
 	$(PY) benchmarks/bench_upload.py
 	$(PY) benchmarks/bench_ingest.py
 
+EVAL_DATASET ?= ../shared/data/mmlongbench
+EVAL_ARGS ?=
+
+# Retrieval quality (lexical, vector, hybrid) through the real pipeline; about 5 minutes for the
+# 43 mmlongbench PDFs. Another set: `make eval EVAL_DATASET=path/to/beir EVAL_ARGS=--json`.
+eval: setup
+	$(VENV)/bin/docqa eval $(EVAL_DATASET) $(EVAL_ARGS)
+
 clean:
 	rm -rf $(VENV) .docqa .pytest_cache .mypy_cache .ruff_cache test-output
