@@ -1,7 +1,9 @@
 """Session fixtures: one PostgreSQL, one API process and one worker for the whole run.
 
 Set `DOCQA_TEST_DATABASE_URL` to use an existing PostgreSQL (with pgvector) instead of a
-throwaway `pgserver`, or `DOCQA_TEST_BASE_URL` to run the HTTP tests against a deployment.
+throwaway `pgserver`, or `DOCQA_TEST_BASE_URL` to run the HTTP tests against a deployment
+(with `DOCQA_TEST_API_KEY` if it needs a key). `DOCQA_TEST_AUTH=keys` runs the session stack
+in keys mode, its base URL carrying a key, so the same tests (the seed's too) prove that mode.
 """
 
 from __future__ import annotations
@@ -30,21 +32,31 @@ from tests.stack import (
     wait_http,
 )
 
+# The scaled-out cluster (two APIs, two workers, nginx): auth, gateway and topology tests.
+pytest_plugins = ["tests.cluster"]
+
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    from tests.cluster import cli_create_key, with_key  # a plugin module: imported by pytest
+
     base_url = os.environ.get("DOCQA_TEST_BASE_URL")
     if base_url:
-        yield Stack(base_url=base_url.rstrip("/"), database_url=None, data_dir=None)
+        remote = with_key(base_url.rstrip("/"), os.environ.get("DOCQA_TEST_API_KEY"))
+        yield Stack(base_url=remote, database_url=None, data_dir=None)
         return
     url = _session_pg_url(tmp_path_factory)
     data_dir = tmp_path_factory.mktemp("data")
     log_dir = Path(os.environ.get("DOCQA_TEST_LOG_DIR", tmp_path_factory.mktemp("logs")))
     log_dir.mkdir(parents=True, exist_ok=True)
     env = stack_env(url, data_dir)
+    key = None
+    if os.environ.get("DOCQA_TEST_AUTH") == "keys":  # the same suite, every request with a key
+        env["DOCQA_AUTH"] = "keys"
+        key = cli_create_key(env, "test-session")
     worker = start_worker(env, log_dir)
     api, api_url = start_api(env, log_dir)
-    result = Stack(api_url, url, data_dir, env, [worker, api])
+    result = Stack(with_key(api_url, key), url, data_dir, env, [worker, api])
     yield result
     result.stop()
 

@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 WINDOW_S = 60
 # When a key has all its streams open there is no telling when one ends; ask for a short wait.
 STREAMS_RETRY_AFTER_S = 5
+# A stream's slot is given back just after its last byte is sent, so a client that asks again
+# the moment an answer ends may arrive a few milliseconds early: wait this long for a slot.
+STREAM_SLOT_WAIT_S = 1.0
 # Namespace of the advisory locks taken while counting a key's streams.
 _STREAM_LOCK_NS = 0x64717374  # "dqst"
 
@@ -152,6 +155,20 @@ class Limiter:
         return dt.timedelta(seconds=self.settings.stream_lease_s)
 
     async def _acquire(self, subject: str, limit: int) -> uuid.UUID:
+        deadline = asyncio.get_running_loop().time() + STREAM_SLOT_WAIT_S
+        while (lease_id := await self._try_acquire(subject, limit)) is None:
+            if asyncio.get_running_loop().time() >= deadline:
+                RATE_LIMITED.labels(limit="streams").inc()
+                raise RateLimited(
+                    f"Too many answers at once: this key may stream {limit} at a time. "
+                    "Wait for one to finish.",
+                    retry_after_s=STREAMS_RETRY_AFTER_S,
+                    limit="streams",
+                )
+            await asyncio.sleep(0.1)
+        return lease_id
+
+    async def _try_acquire(self, subject: str, limit: int) -> uuid.UUID | None:
         async with self.db.session() as session, session.begin():
             await session.execute(
                 text("SELECT pg_advisory_xact_lock(:ns, hashtext(:subject))"),
@@ -171,13 +188,7 @@ class Limiter:
                     StreamLease(id=lease_id, subject=subject, expires_at=func.now() + self._ttl())
                 )
                 return lease_id
-        RATE_LIMITED.labels(limit="streams").inc()
-        raise RateLimited(
-            f"Too many answers at once: this key may stream {limit} at a time. "
-            "Wait for one to finish.",
-            retry_after_s=STREAMS_RETRY_AFTER_S,
-            limit="streams",
-        )
+        return None
 
     async def _renew(self, lease_id: uuid.UUID) -> None:
         while True:
