@@ -39,6 +39,7 @@ _SPACE = re.compile(r"\s+")
 # opening quote; abbreviations like "e.g." followed by a lower-case word do not end one.
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"'”’)\]]*\s+(?=[\"“‘(\[]?[A-Z0-9À-Ý])")
 _TERMINAL = re.compile(r"[.!?][\"'”’)\]]*$")
+_SENTENCE_INSIDE = re.compile(r"[.!?][\"'”’)\]]*(\s|$)")
 
 
 @dataclass(frozen=True)
@@ -66,10 +67,13 @@ def _blocks(text: str) -> Iterator[tuple[str, bool]]:
 
 
 def _is_heading(line: str, following: str) -> bool:
-    """A short line without final punctuation, standing alone or above a sentence's start."""
+    """A short line that starts like a title and holds no sentence end, standing alone or above
+    a line that starts a sentence. (A wrapped line of running text ends a sentence inside, or
+    starts in lower case, or ends with a comma, so it is not taken for one.)"""
     return (
         0 < len(line.split()) <= 8
-        and not _TERMINAL.search(line)
+        and (line[:1].isupper() or line[:1].isdigit())
+        and not _SENTENCE_INSIDE.search(line)
         and not line.endswith((",", ";", ":", "-"))
         and (not following or following[:1].isupper())
     )

@@ -1,0 +1,220 @@
+"""Unit tests of the answer package's pure parts: sentence splitting and selection, deltas,
+prompts and budgets, follow-up rewriting, and the SSE encoding on both ends."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+
+import httpx
+import numpy as np
+import pytest
+from sse_starlette import ServerSentEvent
+
+from docqa.answer import extractive
+from docqa.answer.prompt import (
+    answer_messages,
+    clean_rewrite,
+    content_words,
+    fit_history,
+    fit_sources,
+    rewrite_without_model,
+)
+from docqa.api.ask import _json, _ping
+from docqa.client import sse_events
+from docqa.ingest.embed import Vectors
+from docqa.retrieve import Hit
+
+
+class WordCounter:
+    """Counts whitespace-separated words: a stand-in for the tokenizer with obvious numbers."""
+
+    def count(self, text: str) -> int:
+        return len(text.split())
+
+
+class BagOfWordsEmbedder:
+    """A deterministic stand-in for the embedding model: hashed bags of content words."""
+
+    dim = 64
+
+    def _vector(self, text: str) -> Vectors:
+        v = np.zeros(self.dim, dtype=np.float32)
+        for word in content_words(text):
+            v[hash(word) % self.dim] += 1.0
+        norm = float(np.linalg.norm(v))
+        return v / norm if norm else v
+
+    def embed_documents(self, texts: list[str]) -> Vectors:
+        return np.stack([self._vector(t) for t in texts])
+
+    def embed_query(self, text: str) -> Vectors:
+        return self._vector(text)
+
+
+def hit(n: int, text: str, page: int = 1, doc: uuid.UUID | None = None) -> Hit:
+    pk = doc or uuid.UUID(int=1)
+    return Hit(n, pk, f"doc-{pk.int}", "f.pdf", page, text, 0.01)
+
+
+def test_split_sentences_leaves_out_headings_and_marks_cut_edges() -> None:
+    text = "continued from before. Results\nThe reactor ran for 90 days.\nIt was then shut"
+    assert extractive.split_sentences(text) == [
+        ("continued from before.", True),
+        ("Results The reactor ran for 90 days.", False),
+        ("It was then shut", True),
+    ]
+    assert extractive.split_sentences("Methods\nWe measured it twice. Then again.") == [
+        ("We measured it twice.", False),
+        ("Then again.", False),
+    ]
+
+
+def test_select_prefers_the_supporting_sentence_and_keeps_reading_order() -> None:
+    hits = [
+        hit(2, "The ferry carries 300 passengers. The ferry was built in 1987 in Rijeka.", page=2),
+        hit(1, "The strait is cold. Storms close the crossing in winter.", page=1),
+    ]
+    chosen = extractive.select("When was the ferry built?", hits, BagOfWordsEmbedder())
+    texts = [s.text for s in chosen]
+    assert "The ferry was built in 1987 in Rijeka." in texts
+    assert "The strait is cold." not in texts
+    assert [s.order for s in chosen] == sorted(s.order for s in chosen)
+
+
+def test_select_never_repeats_a_sentence_from_overlapping_passages() -> None:
+    same = "The dome was restored in 2022 with copper sheets."
+    hits = [hit(1, f"Intro text here. {same}"), hit(2, f"{same} More words follow here.")]
+    chosen = extractive.select("When was the dome restored?", hits, BagOfWordsEmbedder())
+    assert [s.text for s in chosen].count(same) == 1
+
+
+def test_select_falls_back_to_the_start_of_the_best_passage() -> None:
+    hits = [hit(1, "12 | 13 | 14\n15 | 16")]
+    chosen = extractive.select("numbers?", hits, BagOfWordsEmbedder())
+    assert [s.text for s in chosen] == ["12 | 13 | 14 15 | 16"]
+    assert extractive.select("anything?", [], BagOfWordsEmbedder()) == []
+
+
+def test_compose_cites_each_sentence_and_breaks_paragraphs_between_pages() -> None:
+    a = extractive.Sentence(1, (0, 1, 0), ("d", 1), "First.", False)
+    b = extractive.Sentence(1, (0, 1, 1), ("d", 1), "Second.", False)
+    c = extractive.Sentence(2, (0, 2, 0), ("d", 2), "Third.", False)
+    assert extractive.compose([a, b, c]) == "First. [1] Second. [1]\n\nThird. [2]"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "one",
+        "  leading and trailing  ",
+        "a b c d e f g h",
+        "line one [1]\n\nline two [2]\n",
+        "x\ny",
+    ],
+)
+def test_deltas_join_back_to_the_exact_text(text: str) -> None:
+    pieces = list(extractive.deltas(text, words_per_delta=2))
+    assert "".join(pieces) == text
+    assert all(p.strip() for p in pieces)
+
+
+def test_fit_sources_keeps_the_best_that_fit_the_budget() -> None:
+    hits = [hit(1, "w " * 50), hit(2, "w " * 200), hit(3, "w " * 30), hit(4, "w " * 500)]
+    kept = fit_sources(hits, WordCounter(), budget=120)
+    assert [h.chunk_id for h in kept] == [1, 3]
+    # The best source is always kept, even alone over the budget.
+    assert [h.chunk_id for h in fit_sources(hits[3:], WordCounter(), budget=10)] == [4]
+
+
+def test_answer_messages_number_the_sources_and_end_with_the_question() -> None:
+    hits = [hit(7, "Alpha text.", page=3), hit(9, "Beta text.", page=5)]
+    history = [
+        {"role": "assistant", "content": "orphan reply"},
+        {"role": "user", "content": "earlier question"},
+        {"role": "assistant", "content": "earlier answer [1]"},
+    ]
+    messages = answer_messages("And now?", hits, history, WordCounter(), budget=1000)  # type: ignore[arg-type]
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    assert "[1]" in messages[0]["content"]
+    last = messages[-1]["content"]
+    assert "[1] f.pdf, page 3\nAlpha text." in last
+    assert "[2] f.pdf, page 5\nBeta text." in last
+    assert last.endswith("Question: And now?")
+
+
+def test_fit_history_keeps_the_most_recent_turns_within_budget() -> None:
+    history = [
+        {"role": "user", "content": "one two three four five six"},
+        {"role": "assistant", "content": "a b"},
+        {"role": "user", "content": "c d"},
+    ]
+    assert fit_history(history, WordCounter(), budget=12) == history[2:]  # type: ignore[arg-type]
+    assert fit_history(history, WordCounter(), budget=100) == history  # type: ignore[arg-type]
+
+
+def test_rewrite_without_model_carries_the_previous_question_topic() -> None:
+    history = [
+        {"role": "user", "content": "How often does the Lindqvist ferry cross?"},
+        {"role": "assistant", "content": "Twelve times a day."},
+    ]
+    out = rewrite_without_model("Where was it built?", history)  # type: ignore[arg-type]
+    assert out == "often lindqvist ferry cross Where was it built?"
+    assert rewrite_without_model("Where was the ferry built?", []) == "Where was the ferry built?"
+
+
+def test_clean_rewrite_strips_labels_and_quotes() -> None:
+    assert clean_rewrite('Standalone question: "Where is X?"', "q") == "Where is X?"
+    assert clean_rewrite("  \n", "original") == "original"
+
+
+def test_ping_is_a_bare_comment_line() -> None:
+    assert _ping().encode() == b": ping\r\n\r\n"
+
+
+def test_json_events_stay_on_one_line_for_every_line_reader() -> None:
+    value = {"text": "a\u2028b\x85c\u2029d\ne"}
+    encoded = _json(value)
+    assert encoded.splitlines() == [encoded]
+    assert json.loads(encoded) == value
+
+
+class Chunks(httpx.AsyncByteStream):
+    def __init__(self, chunks: list[bytes]) -> None:
+        self._chunks = chunks
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for chunk in self._chunks:
+            yield chunk
+
+
+async def parse(chunks: list[bytes]) -> list[tuple[str, str]]:
+    response = httpx.Response(200, stream=Chunks(chunks))
+    return [event async for event in sse_events(response)]
+
+
+@pytest.mark.parametrize("delta", ["plain", " leading space", "two\nlines", "blank\n\nline", "\n"])
+async def test_a_delta_survives_the_wire_exactly(delta: str) -> None:
+    wire = ServerSentEvent(delta).encode()
+    # Cut the bytes everywhere, so that line ends split across reads are covered too.
+    for cut in range(1, len(wire)):
+        assert await parse([wire[:cut], wire[cut:]]) == [("message", delta)]
+
+
+async def test_sse_reader_follows_the_spec() -> None:
+    raw = (
+        b": ping\r\n\r\n"
+        b"event: sources\r\ndata: [1,\r\ndata: 2]\r\n\r\n"
+        b"data: x\n\n"
+        b"event: nothing\r\n\r\n"
+        b"data:no-space\r\r"
+        b"event: done\ndata: {}\n\n"
+        b"data: unterminated"
+    )
+    assert await parse([raw]) == [
+        ("sources", "[1,\n2]"),
+        ("message", "x"),
+        ("message", "no-space"),
+        ("done", "{}"),
+    ]
