@@ -39,6 +39,7 @@ test: setup system-deps lint
 bench: setup
 	$(PY) benchmarks/bench_upload.py
 	$(PY) benchmarks/bench_ingest.py
+	$(PY) benchmarks/bench_ask.py
 
 EVAL_DATASET ?= ../shared/data/mmlongbench
 EVAL_ARGS ?=

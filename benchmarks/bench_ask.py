@@ -1,0 +1,291 @@
+"""Time to first answer token of `POST /api/v1/ask`, with 10k and 100k chunks indexed.
+
+What is timed: the API server's own time from receiving the request to the first text delta
+(`done.timings_ms.first_token`): resolving the documents, embedding the question with the bundled
+model, hybrid retrieval over every ready document of the owner, building the prompt and opening
+the stream to the model server. The model server is the tests' mock (`tests/mock_llm.py`) with no
+delay, so the model's own thinking time is not in the number. Targets at 10k chunks: p50 <= 40 ms,
+p99 <= 120 ms.
+
+Baselines, measured in the same run against the same database: `retrieve()` called in-process
+(query embedding plus SQL), hybrid and vector-only. The difference between first token and hybrid
+retrieval is what the ask path adds on top of retrieval.
+
+Data: chunk texts are real, cut by docqa's own chunker from the mmlongbench PDFs (10-Ks, papers,
+reports) and repeated to reach the size. Embeddings are random unit vectors, not real ones:
+embedding 100k passages would take hours on this CPU. Random vectors have no cluster structure,
+which makes HNSW work at least as hard as on real text. Chunks are written straight into the
+database (COPY), 100 per document, all ready, for the local owner.
+
+Run: .venv/bin/python benchmarks/bench_ask.py [--asks 100] [--sizes 10000,100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.stack import ROOT, Proc, free_port, wait_http
+
+from benchmarks.common import bench_stack, cpu_note, pct, shared_file
+
+if TYPE_CHECKING:
+    from docqa.retrieve import Mode
+
+CHUNKS_PER_DOCUMENT = 100
+WARMUP = 10
+COPY_TYPES = ["uuid", "varchar", "int4", "int4", "int4", "int4", "int4", "int4", "text", "vector"]
+OWNER = "local"
+
+
+def corpus() -> list[str]:
+    """Chunk texts cut by docqa's chunker from the mmlongbench PDFs."""
+    from docqa.ingest.chunk import chunk_pages
+    from docqa.ingest.embed import Tokenizer
+    from docqa.ingest.extract import ExtractedPage
+    from docqa.ingest.readers import count_pages_pdf, read_pdf
+
+    tokenizer = Tokenizer()
+    texts: list[str] = []
+    for path in sorted(shared_file("mmlongbench", "documents").glob("*.pdf")):
+        try:
+            pdf, total = count_pages_pdf(path)
+        except Exception:  # an unreadable file just adds nothing to the corpus
+            continue
+        pages = [ExtractedPage(n, t) for n, t in read_pdf(pdf, min(total, 120)) if t.strip()]
+        texts += [c.text for c in chunk_pages(pages, tokenizer, 200, 32) if len(c.text) > 200]
+    return texts
+
+
+def questions(texts: list[str], count: int, rng: random.Random) -> list[str]:
+    """Questions in the words of the corpus: a few content words of a random sentence."""
+    from docqa.answer.prompt import content_words
+
+    out: list[str] = []
+    while len(out) < count:
+        sentences = re.split(r"(?<=[.!?])\s+", rng.choice(texts))
+        words = [w for w in content_words(rng.choice(sentences)) if w.isalpha() and len(w) > 3]
+        if len(words) >= 4:
+            out.append(f"What does the report say about {' '.join(words[:6])}?")
+    return out
+
+
+def fill(database_url: str, target: int, texts: list[str], rng: np.random.Generator) -> int:
+    """Add ready documents of random-vector chunks until the owner has `target` chunks."""
+    import psycopg
+    from pgvector.psycopg import register_vector
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        register_vector(conn)
+        have = conn.execute("SELECT count(*) FROM chunks").fetchone()[0]  # type: ignore[index]
+        if have >= target:
+            return int(have)
+        # Bulk load without the indexes, then build them once: much faster than row by row.
+        indexes = conn.execute(
+            """SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'chunks'
+               AND indexname NOT IN (SELECT conname FROM pg_constraint)"""
+        ).fetchall()
+        for name, _ in indexes:
+            conn.execute(f'DROP INDEX "{name}"')
+        started = time.perf_counter()
+        position = have
+        while position < target:
+            pk = uuid.uuid4()
+            n = min(CHUNKS_PER_DOCUMENT, target - position)
+            conn.execute(
+                """INSERT INTO documents (pk, owner_id, document_id, filename, content_type, kind,
+                       size_bytes, sha256, blob_key, status, page_count, chunk_count)
+                   VALUES (%s, %s, %s, 'bench.pdf', 'application/pdf', 'pdf', 1, %s, 'none',
+                       'ready', %s, %s)""",
+                (pk, OWNER, f"bench-{pk.hex[:12]}", pk.hex * 2, n, n),
+            )
+            vectors = rng.standard_normal((n, 384)).astype(np.float32)
+            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+            columns = "document_pk, owner_id, seq, page_start, page_end, char_start, char_end, "
+            columns += "token_count, text, embedding"
+            with conn.cursor().copy(f"COPY chunks ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(COPY_TYPES)
+                for seq in range(n):
+                    text = texts[(position + seq) % len(texts)]
+                    tokens = len(text.split()) * 4 // 3
+                    page = seq // 3 + 1
+                    copy.write_row(
+                        [pk, OWNER, seq, page, page, 0, len(text), tokens, text, vectors[seq]]
+                    )
+            position += n
+        loaded = time.perf_counter() - started
+        started = time.perf_counter()
+        conn.execute("SET maintenance_work_mem = '1GB'")
+        conn.execute("SET max_parallel_maintenance_workers = 1")
+        for _, definition in indexes:
+            conn.execute(definition)
+        conn.execute("ANALYZE chunks")
+        conn.execute("ANALYZE documents")
+        print(
+            f"  loaded {position - have} chunks in {loaded:.0f} s, "
+            f"indexes rebuilt in {time.perf_counter() - started:.0f} s"
+        )
+        return position
+
+
+async def ask_once(client: httpx.AsyncClient, question: str) -> dict[str, Any]:
+    started = time.perf_counter()
+    client_first: float | None = None
+    done: dict[str, Any] = {}
+    event = ""
+    async with client.stream("POST", "/api/v1/ask", json={"question": question}) as response:
+        assert response.status_code == 200, await response.aread()
+        async for line in response.aiter_lines():
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: "):
+                if event == "done":
+                    done = json.loads(line[6:])
+                elif event == "" and client_first is None:
+                    client_first = (time.perf_counter() - started) * 1000
+            elif line == "":
+                event = ""
+    assert done.get("finish_reason") == "stop", done
+    return {
+        "first_token": done["timings_ms"]["first_token"],
+        "retrieval": done["timings_ms"]["retrieval"],
+        "client_first_token": client_first,
+    }
+
+
+async def measure(url: str, database_url: str, qs: list[str]) -> dict[str, list[float]]:
+    """Each question asked over HTTP, then the baselines run in this process on the same
+    database, one after the other: so both see the same load on the machine."""
+    from sqlalchemy import select
+
+    from docqa.db.engine import open_database
+    from docqa.db.models import Document
+    from docqa.ingest.embed import LocalEmbedder
+    from docqa.retrieve import retrieve
+    from docqa.settings import Settings
+
+    db = await open_database(Settings(database_url=database_url))
+    embedder = LocalEmbedder()
+
+    async def baseline(q: str, mode: Mode) -> float:
+        started = time.perf_counter()
+        # Resolving the owner's documents is part of each ask, so it is part of this too.
+        async with db.session() as session:
+            query = select(Document.pk).where(
+                Document.owner_id == OWNER, Document.status == "ready"
+            )
+            pks = list((await session.execute(query)).scalars())
+        await retrieve(
+            db, embedder, owner_id=OWNER, document_pks=pks, question=q, top_k=6, mode=mode
+        )
+        return (time.perf_counter() - started) * 1000
+
+    out: dict[str, list[float]] = {
+        k: [] for k in ("first_token", "retrieval", "client", "hybrid", "vector", "embed")
+    }
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            for i, q in enumerate(qs):
+                asked = await ask_once(client, q)
+                hybrid = await baseline(q, "hybrid")
+                vector = await baseline(q, "vector")
+                started = time.perf_counter()
+                await asyncio.to_thread(embedder.embed_query, q)
+                embed = (time.perf_counter() - started) * 1000
+                if i < WARMUP:
+                    continue
+                out["first_token"].append(asked["first_token"])
+                out["retrieval"].append(asked["retrieval"])
+                out["client"].append(asked["client_first_token"])
+                out["hybrid"].append(hybrid)
+                out["vector"].append(vector)
+                out["embed"].append(embed)
+    finally:
+        await db.close()
+    return out
+
+
+@contextmanager
+def mock_model(workdir: Path) -> Iterator[str]:
+    port = free_port()
+    proc = Proc(
+        ["--port", str(port)],
+        os.environ | {"PYTHONPATH": str(ROOT)},
+        workdir / "mock_llm.log",
+        module="tests.mock_llm",
+    ).start()
+    try:
+        wait_http(f"http://127.0.0.1:{port}/_health", proc)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        proc.stop()
+
+
+def line(name: str, values: list[float]) -> str:
+    return (
+        f"  {name:<34} p50 {statistics.median(values):7.1f} ms   p99 {pct(values, 99):7.1f} ms"
+        f"   max {max(values):7.1f} ms"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--asks", type=int, default=100)
+    parser.add_argument("--sizes", default="10000,100000")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    texts = corpus()
+    qs = questions(texts, args.asks + WARMUP, random.Random(7))
+    print(f"bench_ask: {args.asks} asks per size, {len(texts)} distinct chunk texts, {cpu_note()}")
+    workdir = Path(os.environ.get("TMPDIR", "/tmp"))
+    with (
+        mock_model(workdir) as model_url,
+        bench_stack(worker=False, DOCQA_LLM_BASE_URL=model_url, DOCQA_LLM_MAX_RETRIES="0") as st,
+    ):
+        rng = np.random.default_rng(7)
+        results: dict[int, dict[str, Any]] = {}
+        for size in sizes:
+            total = fill(st.database_url, size, texts, rng)
+            print(
+                f"{total} chunks in {total // CHUNKS_PER_DOCUMENT} documents "
+                f"(load average {os.getloadavg()[0]:.1f}):"
+            )
+            m = asyncio.run(measure(st.url, st.database_url, qs))
+            print(line("server first token (target)", m["first_token"]))
+            print(line("  of which server retrieval", m["retrieval"]))
+            print(line("client first token (loopback)", m["client"]))
+            print(line("baseline: retrieve() hybrid", m["hybrid"]))
+            print(line("baseline: retrieve() vector only", m["vector"]))
+            print(line("baseline: query embedding alone", m["embed"]))
+            overhead = [f - r for f, r in zip(m["first_token"], m["retrieval"], strict=True)]
+            print(line("ask path on top of retrieval", overhead))
+            results[size] = {
+                "first_token_p50_ms": statistics.median(m["first_token"]),
+                "first_token_p99_ms": pct(m["first_token"], 99),
+                "ask_overhead_p50_ms": statistics.median(overhead),
+                "retrieve_hybrid_p50_ms": statistics.median(m["hybrid"]),
+                "retrieve_vector_p50_ms": statistics.median(m["vector"]),
+                "embed_p50_ms": statistics.median(m["embed"]),
+            }
+        print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
