@@ -313,3 +313,46 @@ def test_cli_reports_an_unknown_document(stack: Stack) -> None:
     )
     assert result.returncode == 1
     assert missing in result.stderr
+
+
+def test_cli_without_a_server_runs_the_app_in_process(
+    stack: Stack, database_url: str, ask_docs: dict[str, Doc]
+) -> None:
+    obs = ask_docs["observatory"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCQA_")}
+    result = subprocess.run(
+        [*CLI, "ask", TELESCOPE, "--doc", obs.document_id, "--top-k", "2"],
+        env=env | {k: v for k, v in stack.env.items() if k.startswith("DOCQA_")},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr
+    answer, _, sources = result.stdout.partition("Sources:")
+    assert "installed in 1936." in answer
+    assert sources.count(f"({obs.document_id})") == 2
+
+
+async def test_no_ready_documents_at_all(database_url: str) -> None:
+    from docqa.answer.service import document_scope
+    from docqa.db.engine import open_database
+    from docqa.errors import DocumentNotFound, DocumentNotReady
+    from docqa.settings import Settings
+
+    owner = f"lonely-{uuid.uuid4().hex[:8]}"
+    db = await open_database(Settings(database_url=database_url), pool_size=1)
+    try:
+        with pytest.raises(DocumentNotFound):
+            await document_scope(db, owner, [])
+        _insert_document(database_url, owner, "processing", unique_id("p"))
+        _insert_document(database_url, owner, "queued", unique_id("q"))
+        with pytest.raises(DocumentNotReady) as raised:
+            await document_scope(db, owner, [])
+        assert raised.value.extra["statuses"] == {"processing": 1, "queued": 1}
+        assert raised.value.extra["status"] == "processing"
+    finally:
+        import psycopg
+
+        with psycopg.connect(database_url) as conn:
+            conn.execute("DELETE FROM documents WHERE owner_id = %s", (owner,))
+        await db.close()

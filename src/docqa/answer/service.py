@@ -130,15 +130,13 @@ async def document_scope(
         )
         if ready:
             return ready
-        counts = dict(
-            (
-                await session.execute(
-                    select(Document.status, func.count())
-                    .where(Document.owner_id == owner_id)
-                    .group_by(Document.status)
-                )
-            ).tuples()
+        rows = await session.execute(
+            select(Document.status, func.count())
+            .where(Document.owner_id == owner_id)
+            .group_by(Document.status)
         )
+        # Not dict(rows): a Result has .keys() (its column names), so dict() would misread it.
+        counts = {status: count for status, count in rows.tuples()}
     if not counts:
         raise DocumentNotFound("You have no documents yet: upload one, then ask about it.")
     raise DocumentNotReady(
