@@ -3,6 +3,7 @@ schema is behind."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -96,6 +97,43 @@ async def test_metrics_cover_requests_uploads_errors_queue_and_ingestion(
     assert _value(other, "docqa_ingest_stage_seconds_count", stage="total") == _value(
         samples, "docqa_ingest_stage_seconds_count", stage="total"
     )
+
+
+async def test_answers_count_time_to_first_token_and_tokens(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    key = await cluster.new_key("metrics-ask")
+    word = unique_id("cobalt").replace("-", "")
+    path = tmp_path / "a.md"
+    path.write_text(f"# Cobalt\n\nThe {word} ledger is kept in the west wing.\n")
+    api = cluster.apis[1]
+    async with cluster.client(api, key.secret) as client:
+        with path.open("rb") as f:
+            response = await client.post(
+                "/api/v1/upload", files={"file": (path.name, f, "text/markdown")}
+            )
+        await wait_ready(client, response.json()["document_id"])
+
+        async def scrape() -> list[Sample]:
+            return _samples((await client.get("/metrics")).text)
+
+        before = await scrape()
+        tokens = ["The ", "ledger ", "is ", "west ", "[1]."]
+        await cluster.mock_llm.script({"match": word, "tokens": tokens, "delay_s": 0.05})
+        question = {"question": f"Where is the {word} ledger?"}
+        async with client.stream("POST", "/api/v1/ask", json=question) as answer:
+            assert answer.status_code == 200
+            await answer.aread()
+        await asyncio.sleep(0.3)  # counted as the stream closes, just after its last byte
+        after = await scrape()
+
+    def delta(name: str) -> float:
+        return (_value(after, name) or 0) - (_value(before, name) or 0)
+
+    assert delta("docqa_ask_time_to_first_token_seconds_count") == 1
+    assert delta("docqa_ask_time_to_first_token_seconds_sum") > 0.04
+    assert delta("docqa_ask_tokens_streamed_total") == len(tokens)
+    assert _value(after, "docqa_ask_streams_active") == 0
 
 
 @pytest.fixture

@@ -263,3 +263,27 @@ def test_retry_after_is_when_the_next_request_fits(
 
         assert fits(wait)
         assert not fits(wait - 0.5)
+
+
+async def test_cli_ingest_waits_out_the_upload_limit(tmp_path: Path) -> None:
+    from docqa.cli import _upload
+
+    calls: list[float] = []
+
+    def server(request: httpx.Request) -> httpx.Response:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            body = {"detail": "Too many uploads", "code": "rate_limited", "retry_after_s": 1}
+            return httpx.Response(429, json=body, headers={"retry-after": "1"})
+        body = {"document_id": "d1", "status": "queued", "duplicate": False}
+        return httpx.Response(200, json=body)
+
+    path = tmp_path / "a.txt"
+    path.write_text("hello")
+    transport = httpx.MockTransport(server)
+    async with httpx.AsyncClient(transport=transport, base_url="http://docqa") as client:
+        uploaded = await _upload(client, path)
+    assert uploaded is not None
+    assert uploaded["document_id"] == "d1"
+    assert len(calls) == 2
+    assert calls[1] - calls[0] >= 0.95, "it waited for Retry-After"

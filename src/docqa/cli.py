@@ -111,8 +111,15 @@ def _fail(response: httpx.Response) -> str:
 
 async def _upload(client: httpx.AsyncClient, path: Path) -> dict[str, Any] | None:
     ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-    with path.open("rb") as f:
-        response = await client.post("/api/v1/upload", files={"file": (path.name, f, ctype)})
+    while True:
+        with path.open("rb") as f:
+            response = await client.post("/api/v1/upload", files={"file": (path.name, f, ctype)})
+        if response.status_code != 429 or "retry-after" not in response.headers:
+            break
+        # A folder can hold more files than a key may upload per minute: wait, then go on.
+        wait_s = max(1, int(response.headers["retry-after"]))
+        err.print(f"[yellow]…[/] upload limit reached; waiting {wait_s} s")
+        await asyncio.sleep(wait_s)
     if response.status_code != 200:
         err.print(f"[red]✗[/] {path}: {_fail(response)}")
         return None

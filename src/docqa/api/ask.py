@@ -23,6 +23,7 @@ from starlette.background import BackgroundTask
 from docqa.answer import Answer, Answerer, ChatMessage, Question
 from docqa.api.deps import AskRateLimit, Owner, State, StreamSlot
 from docqa.errors import DocqaError
+from docqa.metrics import ASK_FIRST_TOKEN_SECONDS, ASK_TOKENS_STREAMED, ERRORS
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["ask"])
@@ -114,20 +115,25 @@ def _ms(since: float) -> float:
 async def _events(answer: Answer, started: float) -> AsyncIterator[ServerSentEvent]:
     first_token: float | None = None
     finish_reason: str | None = None
+    deltas = 0
     try:
         yield ServerSentEvent(_json(answer.source_views()), event="sources")
         try:
             async for delta in answer.deltas():
                 if first_token is None:
                     first_token = _ms(started)
+                    ASK_FIRST_TOKEN_SECONDS.observe(first_token / 1000)
+                deltas += 1
                 yield ServerSentEvent(delta)
             finish_reason = answer.stream.finish_reason or "stop"
         except DocqaError as exc:
             finish_reason = "error"
+            ERRORS.labels(code=exc.code).inc()
             yield ServerSentEvent(_json({"code": exc.code, "detail": exc.detail}), event="error")
         except Exception:
             finish_reason = "error"
             log.exception("answer failed while streaming")
+            ERRORS.labels(code="internal_error").inc()
             failure = {
                 "code": "internal_error",
                 "detail": "Something went wrong on the server while answering.",
@@ -144,6 +150,9 @@ async def _events(answer: Answer, started: float) -> AsyncIterator[ServerSentEve
     finally:
         with anyio.CancelScope(shield=True):
             await answer.aclose()
+        # The model's own count when it reported one, else one per delta sent.
+        usage = answer.stream.usage or {}
+        ASK_TOKENS_STREAMED.inc(usage.get("completion_tokens") or deltas)
         log.info(
             "answered",
             extra={
