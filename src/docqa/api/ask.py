@@ -74,6 +74,15 @@ def get_answerer(state: State) -> Answerer:
 AnswererDep = Annotated[Answerer, Depends(get_answerer)]
 
 
+def _now() -> float:
+    return time.perf_counter()
+
+
+# Declared first, so FastAPI resolves it before the other dependencies (authentication and rate
+# limits query the database): the timings in `done` then count those too.
+Started = Annotated[float, Depends(_now)]
+
+
 def _ping() -> ServerSentEvent:
     return ServerSentEvent(comment="ping")
 
@@ -90,6 +99,7 @@ def _ping() -> ServerSentEvent:
     },
 )
 async def ask(
+    started: Started,
     body: AskBody,
     answerer: AnswererDep,
     owner: Owner,
@@ -97,7 +107,6 @@ async def ask(
     _slot: StreamSlot,
 ) -> EventSourceResponse:
     """Answer a question from the caller's documents, citing sources as `[n]`."""
-    started = time.perf_counter()
     answer = await answerer.start(owner, body.to_question())
     return EventSourceResponse(
         _events(answer, started),
