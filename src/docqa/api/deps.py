@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from docqa.auth import LOCAL_OWNER, Principal, authenticate, credential_from_header
 from docqa.metrics import ASK_STREAMS_ACTIVE
@@ -46,7 +47,13 @@ def get_state(request: Request) -> AppState:
 State = Annotated[AppState, Depends(get_state)]
 
 
-async def get_caller(request: Request, state: State) -> Principal:
+# Declared for the OpenAPI document (its "Authorize" button); the header is read below, where
+# HTTP Basic with the key as user name is accepted too.
+_BEARER = HTTPBearer(auto_error=False, description="An API key (`docqa keys create`).")
+_Documented = Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]
+
+
+async def get_caller(request: Request, state: State, _bearer: _Documented) -> Principal:
     """Who is calling. Raises `Unauthorized` (401) in keys mode without a valid key."""
     if state.settings.auth != "keys":
         return Principal(owner_id=LOCAL_OWNER, key_id=None)
