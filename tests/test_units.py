@@ -151,3 +151,28 @@ def test_extraction_memory_budget(tmp_path: Path, shared_data: Path) -> None:
 def test_blob_keys_cannot_escape(store: LocalBlobStore) -> None:
     with pytest.raises(ValueError, match="escapes"):
         asyncio.run(store.delete("../../etc/passwd"))
+
+
+async def test_500_body_carries_the_request_id_and_no_internals() -> None:
+    import httpx
+
+    from docqa.app import create_app
+    from docqa.settings import Settings
+
+    app = create_app(Settings(database_url="postgresql://unused/none"))
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("secret internal detail")
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        response = await client.get("/boom", headers={"x-request-id": "req-abc123"})
+    assert response.status_code == 500
+    assert response.json() == {
+        "detail": "Something went wrong on the server.",
+        "code": "internal_error",
+        "request_id": "req-abc123",
+    }
+    assert response.headers["x-request-id"] == "req-abc123"
+    assert "secret" not in response.text

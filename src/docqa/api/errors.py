@@ -62,8 +62,19 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.error("unhandled error", exc_info=exc)
-        return error_response(500, "Something went wrong on the server.", "internal_error")
+        # Starlette runs this handler outside every middleware, after RequestIdMiddleware has
+        # reset its context variable; the id is still in the request's scope.
+        rid = getattr(request.state, "request_id", None)
+        token = request_id_var.set(rid) if rid and request_id_var.get() is None else None
+        try:
+            log.error("unhandled error", exc_info=exc)
+            response = error_response(500, "Something went wrong on the server.", "internal_error")
+        finally:
+            if token is not None:
+                request_id_var.reset(token)
+        if rid:
+            response.headers["x-request-id"] = rid
+        return response
 
 
 class RequestIdMiddleware:
@@ -78,6 +89,7 @@ class RequestIdMiddleware:
             return
         incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
         rid = incoming if _SAFE_REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
         token = request_id_var.set(rid)
 
         async def send_with_id(message: Message) -> None:
