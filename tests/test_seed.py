@@ -9,19 +9,26 @@ from pathlib import Path
 import pytest
 from httpx import AsyncClient
 
-from tests.conftest import upload_file, wait_terminal
+from tests.conftest import unique_copy, upload_file, wait_terminal
 from tests.stack import Stack
 
 SEED_DOCUMENT = "test-doc-123"
 
 
 @pytest.fixture(scope="session")
-async def docker_services(stack: Stack, shared_data: Path) -> dict[str, Stack]:
-    # A document no other test uploads, so deduplication cannot hand back another id.
-    pdf = shared_data / "pdfs" / "pypdf_samples" / "pdflatex-outline.pdf"
+async def docker_services(
+    stack: Stack, shared_data: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Stack]:
+    # Bytes no other test uploads (the corpus test uploads every shared PDF), so deduplication
+    # cannot hand back another document's id.
+    pdf = unique_copy(
+        shared_data / "pdfs" / "pypdf_samples" / "pdflatex-outline.pdf",
+        tmp_path_factory.mktemp("seed"),
+    )
     async with AsyncClient(base_url=stack.base_url, timeout=60) as client:
         response = await upload_file(client, pdf, document_id=SEED_DOCUMENT)
-        assert response.status_code == 200, response.text
+        # 409: a deployment (DOCQA_TEST_BASE_URL) that kept test-doc-123 from an earlier run.
+        assert response.status_code in (200, 409), response.text
         assert (await wait_terminal(client, SEED_DOCUMENT))["status"] == "ready"
     return {"postgres": stack, "model_server": stack}
 
