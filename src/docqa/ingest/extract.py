@@ -91,10 +91,15 @@ def _memory_message(limits: Limits) -> str:
 
 
 def extract_pages(
-    path: Path, kind: str, limits: Limits, on_progress: ProgressCallback | None = None
+    path: Path,
+    kind: str,
+    limits: Limits,
+    on_progress: ProgressCallback | None = None,
+    on_page: Callable[[ExtractedPage], None] | None = None,
 ) -> list[ExtractedPage]:
     """Extract every page of `path`; blocking, so call it from a thread.
 
+    `on_page` sees each page as it arrives, so later stages can start before the last page.
     Raises `ExtractionFailed` with a stable code for every way a file can fail.
     """
     ctx = _mp_context()
@@ -127,7 +132,10 @@ def extract_pages(
                     if on_progress:
                         on_progress(0, total)
                 case ("page", int(page_no), str(text)):
-                    pages.append(ExtractedPage(page_no, text))
+                    page = ExtractedPage(page_no, text)
+                    pages.append(page)
+                    if on_page:
+                        on_page(page)
                     if on_progress:
                         on_progress(len(pages), total)
                 case ("failed", str(code), str(text)):
