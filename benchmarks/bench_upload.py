@@ -42,6 +42,18 @@ class RssSampler(threading.Thread):
             time.sleep(0.005)
 
 
+async def settle(pid: int, quiet_s: float = 3.0, timeout_s: float = 60.0) -> None:
+    """Wait until the process's RSS has not moved by more than 1 MB for `quiet_s`."""
+    proc = psutil.Process(pid)
+    deadline = time.monotonic() + timeout_s
+    last, since = proc.memory_info().rss, time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - since < quiet_s:
+        await asyncio.sleep(0.25)
+        rss = proc.memory_info().rss
+        if abs(rss - last) > MB:
+            last, since = rss, time.monotonic()
+
+
 def multipart(payload: bytes, name: str) -> tuple[bytes, str]:
     boundary = "benchboundary"
     head = (
@@ -93,6 +105,9 @@ async def main() -> None:
     with bench_stack(worker=True) as stack:
         port = int(stack.url.rsplit(":", 1)[1])
         assert stack.api.popen is not None
+        # The API loads the embedding model in the background after it starts (+200 MB); wait
+        # for its memory to settle so that the figure below is the upload's own.
+        await settle(stack.api.popen.pid)
         async with httpx.AsyncClient(base_url=stack.url, timeout=120) as client:
             # Warm up the connection pool and the server's code paths.
             await client.post(
