@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,15 +19,13 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
-from sqlalchemy.engine import make_url
 
 from docqa import auth
-from docqa.db import migrate
 from docqa.db.engine import open_database
 from docqa.settings import Settings
 from tests.gateway import Nginx, nginx_binary, start_nginx
 from tests.mock_llm import MockLLM
-from tests.stack import Proc, free_port, stack_env, wait_http
+from tests.stack import Proc, free_port, new_database, run_docqa, stack_env, wait_http
 
 # Per key. Low enough for the tests to reach, high enough for every other test's traffic.
 ASKS_PER_MINUTE = 8
@@ -79,27 +75,8 @@ class Cluster:
             proc.stop()
 
 
-def _own_database(session_url: str, password: str) -> str:
-    """A new, migrated database on the session's server; its URL carries `password`."""
-    name = f"docqa_cluster_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(session_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    # The test server trusts local connections, so the password is never checked; it is there
-    # so that the tests can prove no process ever logs it.
-    url = make_url(session_url).set(database=name, password=password)
-    rendered = url.render_as_string(hide_password=False)
-    migrate.upgrade(rendered)
-    return rendered
-
-
 def cli_create_key(env: dict[str, str], name: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "docqa", "keys", "create", "--name", name],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_docqa("keys", "create", "--name", name, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     key = result.stdout.strip()
     assert key.startswith(auth.KEY_PREFIX), result.stdout
@@ -132,7 +109,9 @@ def _wait_workers(url: str, count: int, procs: list[Proc], timeout: float = 90) 
 
 def start_cluster(session_url: str, mock: MockLLM, base: Path, log_dir: Path) -> Cluster:
     password = f"pw-{uuid.uuid4().hex}"
-    url = _own_database(session_url, password)
+    # The test server trusts local connections, so the password is never checked; it is there
+    # so that the tests can prove no process ever logs it.
+    url = new_database(session_url, "docqa_cluster", password=password)
     data_dir = base / "data"
     env = stack_env(
         url,

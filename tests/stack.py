@@ -131,3 +131,36 @@ def start_api(env: dict[str, str], log_dir: Path, name: str = "api") -> tuple[Pr
 
 def start_worker(env: dict[str, str], log_dir: Path, name: str = "worker") -> Proc:
     return Proc(["worker", "--name", name], env, log_dir / f"{name}.log").start()
+
+
+def run_docqa(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run the `docqa` command line to completion, capturing its output as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "docqa", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
+
+
+def new_database(server_url: str, prefix: str, *, password: str | None = None) -> str:
+    """A new, migrated database on the server at `server_url`; returns its libpq URL."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    from docqa.db import migrate
+    from docqa.db.engine import libpq_url, sqlalchemy_url
+
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(sqlalchemy_url(server_url)).set(database=name)
+    if password is not None:
+        url = url.set(password=password)
+    rendered = libpq_url(url.render_as_string(hide_password=False))
+    migrate.upgrade(rendered)
+    return rendered

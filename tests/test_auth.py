@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
-import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +16,16 @@ import pytest
 from docqa.auth import NO_KEYS_SENTENCE, credential_from_header, is_loopback, resolve_mode
 from docqa.client import sse_events
 from tests.cluster import Cluster, cli_create_key, wait_ready
-from tests.stack import Proc, Stack, free_port, stack_env, unique_id, wait_http
+from tests.stack import (
+    Proc,
+    Stack,
+    free_port,
+    new_database,
+    run_docqa,
+    stack_env,
+    unique_id,
+    wait_http,
+)
 
 
 @dataclass
@@ -232,28 +239,18 @@ async def test_cli_adds_a_key_to_an_existing_owner_and_revokes_it(
     alice, _, _ = parties
     env = cluster.procs["api-1"].env
     command = ["keys", "create", "--name", "alice-laptop", "--owner", alice.owner_id]
-    created = subprocess.run(
-        [sys.executable, "-m", "docqa", *command],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    created = run_docqa(*command, env=env, timeout=120)
     assert created.returncode == 0, created.stderr
     second = created.stdout.strip()
     key_id = created.stderr.split("Created key ")[1].split()[0]
     async with cluster.client(cluster.apis[0], second) as client:
         listed = (await client.get("/api/v1/documents")).json()["documents"]
         assert alice.private_doc in {d["document_id"] for d in listed}
-    listing = subprocess.run(
-        [sys.executable, "-m", "docqa", "keys", "list"], env=env, capture_output=True, text=True
-    )
+    listing = run_docqa("keys", "list", env=env)
     rows = [line.split("\t") for line in listing.stdout.splitlines()]
     assert [key_id, "alice-laptop", alice.owner_id, "alice"] in [r[:4] for r in rows]
     assert second not in listing.stdout, "a key is shown only once, at creation"
-    revoked = subprocess.run(
-        [sys.executable, "-m", "docqa", "keys", "revoke", key_id], env=env, capture_output=True
-    )
+    revoked = run_docqa("keys", "revoke", key_id, env=env)
     assert revoked.returncode == 0
     async with cluster.client(cluster.apis[0], second) as client:
         response = await client.get("/api/v1/documents")
@@ -261,12 +258,7 @@ async def test_cli_adds_a_key_to_an_existing_owner_and_revokes_it(
         assert 'error="invalid_token"' in response.headers["www-authenticate"]
     async with cluster.client(cluster.apis[0], alice.key) as client:
         assert (await client.get("/api/v1/documents")).status_code == 200, "her first key works"
-    unknown_owner = subprocess.run(
-        [sys.executable, "-m", "docqa", "keys", "create", "--name", "x", "--owner", "nobody"],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    unknown_owner = run_docqa("keys", "create", "--name", "x", "--owner", "nobody", env=env)
     assert unknown_owner.returncode == 1
     assert "no owner 'nobody'" in unknown_owner.stderr
 
@@ -317,12 +309,8 @@ def test_credentials_are_read_from_bearer_or_basic() -> None:
 
 def test_serve_refuses_auth_off_on_a_public_address(tmp_path: Path) -> None:
     env = stack_env("postgresql://unused@127.0.0.1:1/x", tmp_path, DOCQA_AUTH="off")
-    result = subprocess.run(
-        [sys.executable, "-m", "docqa", "serve", "--host", "0.0.0.0", "--port", str(free_port())],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    result = run_docqa(
+        "serve", "--host", "0.0.0.0", "--port", str(free_port()), env=env, timeout=60
     )
     assert result.returncode == 2
     assert "DOCQA_AUTH=off is only allowed on a loopback address" in result.stderr
@@ -335,10 +323,9 @@ async def test_public_address_means_keys_and_needs_one_to_start(
     """`serve --host 0.0.0.0` with DOCQA_AUTH unset: keys mode, refused until a key exists."""
     if not stack.local:
         pytest.skip("needs the test's own database")
-    from tests.cluster import _own_database
     from tests.conftest import _PG
 
-    url = _own_database(_PG["url"], "unused")
+    url = new_database(_PG["url"], "docqa_cluster", password="unused")
     env = stack_env(url, tmp_path, DOCQA_WORKER="false", DOCQA_MIGRATE_ON_START="false")
     port = free_port()
     args = ["serve", "--host", "0.0.0.0", "--port", str(port)]

@@ -3,25 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 from tests.conftest import unique_copy
 from tests.stack import Stack
-
-
-def docqa(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 300
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "docqa", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        check=False,
-    )
+from tests.stack import run_docqa as docqa
 
 
 def test_ingest_wait_then_docs_show_list_rm(stack: Stack, sample_pdf: Path, tmp_path: Path) -> None:

@@ -5,35 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
-from sqlalchemy.engine import make_url
 
-from docqa.db import migrate
-from docqa.db.engine import libpq_url, sqlalchemy_url
 from tests.conftest import unique_copy, upload_file, wait_terminal
-from tests.stack import stack_env, start_api, start_worker, unique_id
+from tests.stack import new_database, stack_env, start_api, start_worker, unique_id
 
 pytestmark = pytest.mark.slow
-
-
-def _fresh_database(database_url: str) -> str:
-    name = f"docqa_recovery_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = make_url(sqlalchemy_url(database_url)).set(database=name)
-    return libpq_url(url.render_as_string(hide_password=False))
 
 
 async def test_sigkilled_worker_recovers_without_duplicates(
     database_url: str, shared_data: Path, tmp_path: Path
 ) -> None:
-    url = _fresh_database(database_url)
-    migrate.upgrade(url)
+    url = new_database(database_url, "docqa_recovery")
     env = stack_env(url, tmp_path / "data", DOCQA_EMBEDDING_BATCH_SIZE="4")
     api, base_url = start_api(env, tmp_path, "recovery-api")
     first = start_worker(env, tmp_path, "doomed-worker")
