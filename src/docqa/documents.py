@@ -190,11 +190,12 @@ async def delete_document(db: Database, store: BlobStore, owner_id: str, documen
         row = result.one_or_none()
         if row is None:
             raise DocumentNotFound(f"There is no document with the id '{document_id}'.")
-        await _notify(session, row.pk)
+        await notify_changed(session, row.pk)
     await store.delete(row.blob_key)
 
 
-async def _notify(session: AsyncSession, pk: uuid.UUID) -> None:
+async def notify_changed(session: AsyncSession, pk: uuid.UUID) -> None:
+    """Wake every event stream watching document `pk` when the transaction commits."""
     await session.execute(
         text("SELECT pg_notify(:channel, :pk)"), {"channel": PROGRESS_CHANNEL, "pk": str(pk)}
     )
@@ -207,9 +208,4 @@ async def set_progress(session: AsyncSession, pk: uuid.UUID, **values: Any) -> N
     """
     values["updated_at"] = func.now()
     await session.execute(update(Document).where(Document.pk == pk).values(**values))
-    await _notify(session, pk)
-
-
-async def load_by_pk(db: Database, pk: uuid.UUID) -> Document | None:
-    async with db.session() as session:
-        return await session.get(Document, pk)
+    await notify_changed(session, pk)

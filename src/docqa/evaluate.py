@@ -15,10 +15,10 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from rich.table import Table
 from sqlalchemy import delete, func, select
@@ -56,20 +56,6 @@ WRITE_PIECE = 1024 * 1024
 
 # (stage, done, total)
 ProgressFn = Callable[[str, int, int], None]
-
-
-class RetrieveFn(Protocol):
-    def __call__(
-        self,
-        db: Database,
-        embedder: Embedder,
-        *,
-        owner_id: str,
-        document_pks: list[uuid.UUID],
-        question: str,
-        top_k: int,
-        mode: Mode = "hybrid",
-    ) -> Awaitable[list[Hit]]: ...
 
 
 @dataclass
@@ -146,7 +132,6 @@ async def score_mode(
     dataset: Dataset,
     ingested: Ingested,
     mode: Mode,
-    retrieve_fn: RetrieveFn = retrieve,
     progress: ProgressFn | None = None,
 ) -> tuple[list[dict[str, float]], list[float]]:
     """Per-query metrics and latencies (ms) of one retrieval mode."""
@@ -159,7 +144,7 @@ async def score_mode(
 
     async def ask(question: str, pks: list[uuid.UUID], top_k: int) -> list[Hit]:
         t0 = time.perf_counter()
-        hits = await retrieve_fn(
+        hits = await retrieve(
             db,
             embedder,
             owner_id=owner_id,

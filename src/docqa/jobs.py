@@ -18,6 +18,7 @@ from procrastinate import JobContext, RetryStrategy
 from procrastinate.exceptions import AlreadyEnqueued
 from sqlalchemy import text
 
+from docqa.documents import notify_changed
 from docqa.ingest.pipeline import Runtime, mark_failed, process_document
 from docqa.settings import Settings
 
@@ -105,7 +106,7 @@ async def recover_stalled(app: procrastinate.App, runtime: Runtime) -> None:
     async with runtime.db.session() as session, session.begin():
         result = await session.execute(_ORPHANS_SQL, {"grace": grace, "task": TASK_NAME})
         for pk in result.scalars():
-            await session.execute(text("SELECT pg_notify('docqa_documents', :pk)"), {"pk": str(pk)})
+            await notify_changed(session, pk)
             log.warning("document lost its job", extra={"document_pk": str(pk)})
 
 
