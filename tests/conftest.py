@@ -88,6 +88,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 @pytest.fixture(scope="session")
+def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The session's PostgreSQL server, for tests that make databases of their own on it."""
+    return _session_pg_url(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
 def database_url(stack: Stack) -> str:
     if not stack.local:
         pytest.skip("needs the test's own database (not available with DOCQA_TEST_BASE_URL)")

@@ -147,8 +147,11 @@ def run_docqa(
     )
 
 
-def new_database(server_url: str, prefix: str, *, password: str | None = None) -> str:
-    """A new, migrated database on the server at `server_url`; returns its libpq URL."""
+def new_database(
+    server_url: str, prefix: str, *, password: str | None = None, revision: str = "head"
+) -> str:
+    """A new database on the server at `server_url`, migrated to `revision`; returns its libpq
+    URL."""
     import psycopg
     from sqlalchemy.engine import make_url
 
@@ -162,5 +165,5 @@ def new_database(server_url: str, prefix: str, *, password: str | None = None) -
     if password is not None:
         url = url.set(password=password)
     rendered = libpq_url(url.render_as_string(hide_password=False))
-    migrate.upgrade(rendered)
+    migrate.upgrade(rendered, revision)
     return rendered

@@ -55,7 +55,7 @@ class BagOfWordsEmbedder:
 
 def hit(n: int, text: str, page: int = 1, doc: uuid.UUID | None = None) -> Hit:
     pk = doc or uuid.UUID(int=1)
-    return Hit(n, pk, f"doc-{pk.int}", "f.pdf", page, text, 0.01)
+    return Hit(n, pk, f"doc-{pk.int}", "f.pdf", page, text, 0.01, WordCounter().count(text))
 
 
 def test_split_sentences_leaves_out_headings_and_marks_cut_edges() -> None:
@@ -122,10 +122,10 @@ def test_deltas_join_back_to_the_exact_text(text: str) -> None:
 
 def test_fit_sources_keeps_the_best_that_fit_the_budget() -> None:
     hits = [hit(1, "w " * 50), hit(2, "w " * 200), hit(3, "w " * 30), hit(4, "w " * 500)]
-    kept = fit_sources(hits, WordCounter(), budget=120)
+    kept = fit_sources(hits, budget=120)
     assert [h.chunk_id for h in kept] == [1, 3]
     # The best source is always kept, even alone over the budget.
-    assert [h.chunk_id for h in fit_sources(hits[3:], WordCounter(), budget=10)] == [4]
+    assert [h.chunk_id for h in fit_sources(hits[3:], budget=10)] == [4]
 
 
 def test_answer_messages_number_the_sources_and_end_with_the_question() -> None:

@@ -5,19 +5,24 @@ they match the question best and share a document id with one of the caller's do
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
 
+from docqa.db.engine import open_database
+from docqa.retrieve import index_terms
+from docqa.settings import Settings
 from tests.asking import Doc, ask
 from tests.mock_llm import MockLLM
 
 
 @pytest.fixture(scope="module")
-def foreign(database_url: str, local_embedder: Any, ask_docs: dict[str, Doc]) -> Iterator[Any]:
+async def foreign(
+    database_url: str, local_embedder: Any, ask_docs: dict[str, Doc]
+) -> AsyncIterator[Any]:
     tag = uuid.uuid4().hex[:12]
     owner = f"intruder-{tag}"
     texts = [
@@ -28,6 +33,7 @@ def foreign(database_url: str, local_embedder: Any, ask_docs: dict[str, Doc]) ->
     # One foreign document reuses the public id of one of ours; the other has an id of its own.
     ids = [ask_docs["observatory"].document_id, f"foreign-{tag}"]
     chunk_ids: list[int] = []
+    pks: list[uuid.UUID] = []
     with psycopg.connect(database_url) as conn:
         for document_id, text, vector in zip(ids, texts, vectors, strict=True):
             row = conn.execute(
@@ -39,6 +45,7 @@ def foreign(database_url: str, local_embedder: Any, ask_docs: dict[str, Doc]) ->
                 (owner, document_id, uuid.uuid4().hex * 2),
             ).fetchone()
             assert row is not None
+            pks.append(row[0])
             chunk = conn.execute(
                 """INSERT INTO chunks (document_pk, owner_id, seq, page_start, page_end,
                        char_start, char_end, token_count, text, embedding)
@@ -48,6 +55,14 @@ def foreign(database_url: str, local_embedder: Any, ask_docs: dict[str, Doc]) ->
             ).fetchone()
             assert chunk is not None
             chunk_ids.append(int(chunk[0]))
+    # Their postings and totals, as ingestion writes them, so that BM25 finds them too.
+    db = await open_database(Settings(database_url=database_url), pool_size=1)
+    try:
+        async with db.session() as session, session.begin():
+            for pk in pks:
+                await index_terms(session, pk)
+    finally:
+        await db.close()
     yield {"tag": tag, "owner": owner, "ids": ids, "chunk_ids": set(chunk_ids)}
     with psycopg.connect(database_url) as conn:
         conn.execute("DELETE FROM documents WHERE owner_id = %s", (owner,))

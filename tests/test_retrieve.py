@@ -8,21 +8,22 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
 from docqa import retrieve as retrieval
 from docqa.blobs import LocalBlobStore
-from docqa.db import migrate
 from docqa.db.engine import Database, open_database
 from docqa.evalsets import EvalDocument
 from docqa.evaluate import ingest
 from docqa.ingest.embed import LocalEmbedder, Tokenizer
 from docqa.ingest.pipeline import Runtime
 from docqa.settings import Settings
+from tests.stack import new_database
 
 TEXTS = {
     "rivers": "The Danube and the Rhine are rivers. The Danube river is long; rivers flood.",
@@ -45,16 +46,9 @@ class Corpus:
 
 
 @pytest.fixture(scope="module")
-def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    import pgserver
-
-    server = pgserver.get_server(tmp_path_factory.mktemp("retrievepg"), cleanup_mode="delete")
-    try:
-        url = str(server.get_uri())
-        migrate.upgrade(url)
-        yield url
-    finally:
-        server.cleanup()
+def pg_url(pg_server_url: str) -> str:
+    # A database of its own: BM25's statistics here cover only this module's documents.
+    return new_database(pg_server_url, "docqa_retrieve")
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +67,9 @@ async def corpus(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Async
     await db.close()
 
 
-async def _reference_bm25(corpus: Corpus, question: str) -> dict[int, float]:
-    """BM25 computed in Python from the stored lexemes, over owner-a's documents."""
+async def _reference_bm25(corpus: Corpus, question: str, pks: list[uuid.UUID]) -> dict[int, float]:
+    """BM25 computed in Python from the chunks' stored tsvectors (not from the postings), over
+    owner-a's documents `pks`."""
     async with corpus.db.session() as session:
         terms = set(
             (
@@ -87,9 +82,10 @@ async def _reference_bm25(corpus: Corpus, question: str) -> dict[int, float]:
             await session.execute(
                 text(
                     "SELECT c.id, c.token_count, t.lexeme, cardinality(t.positions) AS tf "
-                    "FROM chunks c, unnest(c.tsv) t WHERE c.owner_id = :owner"
+                    "FROM chunks c, unnest(c.tsv) t "
+                    "WHERE c.owner_id = :owner AND c.document_pk = ANY(:pks)"
                 ),
-                {"owner": corpus.owner},
+                {"owner": corpus.owner, "pks": pks},
             )
         ).all()
     lengths = {row.id: row.token_count for row in rows}
@@ -122,13 +118,18 @@ async def _reference_bm25(corpus: Corpus, question: str) -> dict[int, float]:
         "mountain xylophone quasar",
     ],
 )
-async def test_bm25_matches_reference(corpus: Corpus, question: str) -> None:
-    expected = await _reference_bm25(corpus, question)
+# All documents, and a subset: the statistics describe exactly the documents searched.
+@pytest.mark.parametrize("keys", [None, ("rivers", "rain", "mixed")])
+async def test_bm25_matches_reference(
+    corpus: Corpus, question: str, keys: tuple[str, ...] | None
+) -> None:
+    pks = [corpus.pks[k] for k in keys] if keys else list(corpus.pks.values())
+    expected = await _reference_bm25(corpus, question, pks)
     async with corpus.db.session() as session:
         got = await retrieval.lexical_ranking(
             session,
             owner_id=corpus.owner,
-            document_pks=list(corpus.pks.values()),
+            document_pks=pks,
             question=question,
             limit=100,
         )
@@ -239,3 +240,52 @@ async def test_hybrid_fuses_both_rankings(corpus: Corpus) -> None:
     assert {h.chunk_id for h in hybrid} <= {h.chunk_id for h in lexical + vector}
     assert all(h.filename.endswith(".txt") and h.page == 1 for h in hybrid)
     assert [h.score for h in hybrid] == sorted((h.score for h in hybrid), reverse=True)
+
+
+async def test_postings_are_written_on_ready_and_go_with_the_document(
+    corpus: Corpus, pg_url: str, tmp_path: Path
+) -> None:
+    settings = Settings(database_url=pg_url, data_dir=tmp_path)
+    store = LocalBlobStore(settings.blob_dir)
+    rt = Runtime(settings, corpus.db, store, corpus.embedder, Tokenizer())
+    text_ = "Glaciers carve valleys. A glacier moves slowly, and glaciers melt in summer."
+    owner = f"owner-{uuid.uuid4().hex[:8]}"
+    doc = EvalDocument("ice", "ice.txt", "text", text=text_)
+    done = await ingest(rt, owner, [doc], lambda *_: None)
+    pk = done.pks["ice"]
+    async with corpus.db.session() as session:
+        postings = {
+            row.lexeme: (list(row.chunk_ids), list(row.tfs))
+            for row in await session.execute(
+                text("SELECT lexeme, chunk_ids, tfs FROM postings WHERE document_pk = :pk"),
+                {"pk": pk},
+            )
+        }
+        chunk_ids = list(
+            (
+                await session.execute(
+                    text("SELECT id FROM chunks WHERE document_pk = :pk ORDER BY id"), {"pk": pk}
+                )
+            ).scalars()
+        )
+        totals = (
+            await session.execute(
+                text("SELECT chunk_count, token_count FROM documents WHERE pk = :pk"), {"pk": pk}
+            )
+        ).one()
+        tokens = (
+            await session.execute(
+                text("SELECT sum(token_count) FROM chunks WHERE document_pk = :pk"), {"pk": pk}
+            )
+        ).scalar_one()
+    assert postings["glacier"] == (chunk_ids, [3])  # Glaciers, glacier, glaciers
+    assert postings["valley"] == (chunk_ids, [1])
+    assert "and" not in postings  # a stop word
+    assert (totals.chunk_count, totals.token_count) == (len(chunk_ids), tokens)
+    async with corpus.db.session() as session, session.begin():
+        await session.execute(text("DELETE FROM documents WHERE pk = :pk"), {"pk": pk})
+    async with corpus.db.session() as session:
+        left = await session.execute(
+            text("SELECT count(*) FROM postings WHERE document_pk = :pk"), {"pk": pk}
+        )
+        assert left.scalar_one() == 0

@@ -2,11 +2,12 @@
 
 Every query filters by owner and document inside SQL, never afterwards.
 
-- Lexical: Okapi BM25 computed in PostgreSQL at query time. The GIN index finds the chunks that
-  hold any query term (OR semantics: `websearch_to_tsquery`'s AND matches almost nothing for a
-  natural question); term frequencies come from the stored `tsvector`, and document frequencies
-  and the average length from the filtered set itself, so the statistics always describe exactly
-  the documents being searched and need no upkeep at ingest or delete.
+- Lexical: Okapi BM25 computed in PostgreSQL at query time from an inverted index, `postings`,
+  written once per document when it becomes ready: for each lexeme of the document, its chunks
+  with their term frequencies and lengths. Every chunk holding any query term is scored (OR
+  semantics: `websearch_to_tsquery`'s AND matches almost nothing for a natural question).
+  Document frequencies and the average length are taken over exactly the documents being
+  searched, at query time, so they need no upkeep when documents come and go.
 - Vector: cosine distance. pgvector 0.6 filters an HNSW scan only after the fact, so a filter
   that keeps a small share of the index returns fewer rows than asked (often none). When the
   filtered set is small, or too small a share of the table for HNSW to find enough of it, the
@@ -20,9 +21,9 @@ from __future__ import annotations
 import asyncio
 import math
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
@@ -61,53 +62,75 @@ class Hit:
     page: int
     text: str
     score: float
+    token_count: int  # of `text`, in the embedding model's word pieces
 
 
-# `terms`: the question's lexemes, each quoted as a tsquery operand (backslash and quote
-# escaped), ORed. `matches`: one row per (chunk, query term) with the term's frequency; the
-# setweight/ts_filter pair cuts each tsvector down to the query terms in C before unnest, which
-# measured 4x faster than unnesting whole tsvectors. `scope` reads owner_id, document_pk and
-# token_count only, which the index ix_chunks_owner_document covers.
+# `terms`: the question's lexemes. `scope`: the number of chunks and their average length over
+# the documents searched, from the per-document totals. `hits`: the posting rows of the query
+# terms in those documents; `df`: in how many of the searched chunks each term occurs. The final
+# select unnests each posting row into (chunk, tf, length) and sums the terms' BM25 weights.
 _BM25_SQL = text(
-    r"""
+    """
     WITH terms AS (
-        SELECT array_agg(t.lexeme) AS lexemes,
-               string_agg(
-                   '''' || replace(replace(t.lexeme, '\', '\\'), '''', '''''') || '''', ' | '
-               )::tsquery AS query
-        FROM unnest(to_tsvector('english', :question)) AS t
+        SELECT array_agg(t.lexeme) AS lexemes FROM unnest(to_tsvector('english', :question)) t
     ),
     scope AS (
-        SELECT count(*)::float8 AS n, coalesce(avg(c.token_count), 1)::float8 AS avgdl
-        FROM chunks c
-        WHERE c.owner_id = :owner AND c.document_pk = ANY(:pks)
+        SELECT sum(d.chunk_count)::float8 AS n,
+               greatest(sum(d.token_count), 1)::float8 / greatest(sum(d.chunk_count), 1) AS avgdl
+        FROM documents d
+        WHERE d.owner_id = :owner AND d.pk = ANY(:pks)
     ),
-    matches AS (
-        SELECT c.id, c.token_count AS dl, t.lexeme, coalesce(cardinality(t.positions), 1) AS tf
-        FROM terms, chunks c,
-             unnest(ts_filter(setweight(c.tsv, 'A', terms.lexemes), '{a}')) AS t
-        WHERE c.owner_id = :owner AND c.document_pk = ANY(:pks) AND c.tsv @@ terms.query
+    hits AS (
+        SELECT p.lexeme, p.chunk_ids, p.tfs, p.dls
+        FROM terms, postings p
+        WHERE p.owner_id = :owner AND p.lexeme = ANY(terms.lexemes) AND p.document_pk = ANY(:pks)
     ),
     df AS (
-        SELECT lexeme, count(*)::float8 AS df FROM matches GROUP BY lexeme
+        SELECT lexeme, sum(cardinality(chunk_ids))::float8 AS df FROM hits GROUP BY lexeme
     )
-    SELECT m.id, sum(
+    SELECT u.id, sum(
         ln(1 + (s.n - d.df + 0.5) / (d.df + 0.5))
-        * m.tf * (:k1 + 1) / (m.tf + :k1 * (1 - :b + :b * m.dl / s.avgdl))
+        * u.tf * (:k1 + 1) / (u.tf + :k1 * (1 - :b + :b * u.dl / s.avgdl))
     ) AS score
-    FROM matches m JOIN df d USING (lexeme) CROSS JOIN scope s
-    GROUP BY m.id
-    ORDER BY score DESC, m.id
+    FROM hits h JOIN df d USING (lexeme) CROSS JOIN scope s,
+         unnest(h.chunk_ids, h.tfs, h.dls) AS u(id, tf, dl)
+    GROUP BY u.id
+    ORDER BY score DESC, u.id
     LIMIT :limit
     """
 ).bindparams(_PKS)
 
+# Posting rows of one document, from its chunks' stored tsvectors. Every lexeme of a tsvector
+# built by to_tsvector has positions; the coalesce covers one that was stripped of them.
+_INDEX_TERMS_SQL = text(
+    """
+    INSERT INTO postings (owner_id, lexeme, document_pk, chunk_ids, tfs, dls)
+    SELECT c.owner_id, t.lexeme, c.document_pk,
+           array_agg(c.id ORDER BY c.id),
+           array_agg(coalesce(cardinality(t.positions), 1)::int2 ORDER BY c.id),
+           array_agg(c.token_count ORDER BY c.id)
+    FROM chunks c CROSS JOIN unnest(c.tsv) AS t
+    WHERE c.document_pk = :pk
+    GROUP BY c.owner_id, t.lexeme, c.document_pk
+    """
+)
+
+_DOCUMENT_TOTALS_SQL = text(
+    """
+    UPDATE documents d SET chunk_count = s.n, token_count = s.tokens
+    FROM (SELECT count(*) AS n, coalesce(sum(c.token_count), 0) AS tokens
+          FROM chunks c WHERE c.document_pk = :pk) s
+    WHERE d.pk = :pk
+    """
+)
+
+# How many chunks the documents hold, and about how many the whole table does.
 _COUNT_SQL = text(
     """
-    SELECT count(*) AS n,
+    SELECT coalesce(sum(d.chunk_count), 0) AS n,
            (SELECT greatest(reltuples, 1) FROM pg_class WHERE oid = 'chunks'::regclass) AS total
-    FROM chunks c
-    WHERE c.owner_id = :owner AND c.document_pk = ANY(:pks)
+    FROM documents d
+    WHERE d.owner_id = :owner AND d.pk = ANY(:pks)
     """
 ).bindparams(_PKS)
 
@@ -124,13 +147,23 @@ _EXACT_SQL = text(_VECTOR_SELECT + ", c.id LIMIT :limit").bindparams(_PKS)
 
 _HITS_SQL = text(
     """
-    SELECT c.id, c.document_pk, d.document_id, d.filename, c.page_start, c.text
+    SELECT c.id, c.document_pk, d.document_id, d.filename, c.page_start, c.text, c.token_count
     FROM chunks c JOIN documents d ON d.pk = c.document_pk
     WHERE c.id = ANY(:ids) AND c.owner_id = :owner
     """
 )
 
 Ranking = list[tuple[int, float]]
+
+
+async def index_terms(session: AsyncSession, document_pk: uuid.UUID) -> None:
+    """Write a document's postings and its chunk and token totals, from its stored chunks.
+
+    Call it once, in the transaction that makes the document ready: retrieval searches ready
+    documents only, so their postings are always complete.
+    """
+    await session.execute(_INDEX_TERMS_SQL, {"pk": document_pk})
+    await session.execute(_DOCUMENT_TOTALS_SQL, {"pk": document_pk})
 
 
 async def lexical_ranking(
@@ -172,20 +205,27 @@ async def vector_ranking(
     *,
     owner_id: str,
     document_pks: list[uuid.UUID],
-    qvec: Sequence[float],
+    qvec: Sequence[float] | Awaitable[Sequence[float]],
     limit: int,
 ) -> Ranking:
-    """The nearest chunks by cosine distance, nearest first, with their cosine similarity."""
-    params = {"owner": owner_id, "pks": document_pks, "qvec": str(list(qvec)), "limit": limit}
+    """The nearest chunks by cosine distance, nearest first, with their cosine similarity.
+
+    `qvec` may still be on its way (an awaitable): the plan (how many chunks the filter keeps,
+    and so HNSW or exact) is made while the question is being embedded.
+    """
+    params: dict[str, Any] = {"owner": owner_id, "pks": document_pks, "limit": limit}
     counts = (await session.execute(_COUNT_SQL, params)).one()
     scope = int(counts.n)
-    if scope == 0:
-        return []
     ef = ef_search_for(limit, scope, float(counts.total))
     if ef is not None:
         await session.execute(
             text("SELECT set_config('hnsw.ef_search', :ef, true)"), {"ef": str(ef)}
         )
+    vector = qvec if isinstance(qvec, Sequence) else await qvec
+    if scope == 0:
+        return []
+    params["qvec"] = str(list(vector))
+    if ef is not None:
         rows = [(row.id, float(row.score)) for row in await session.execute(_HNSW_SQL, params)]
         if len(rows) >= min(limit, scope):
             return rows
@@ -207,6 +247,16 @@ def rrf(rankings: Sequence[Ranking], k: int = RRF_K) -> dict[int, float]:
     return scores
 
 
+def start_embedding(embedder: Embedder, question: str) -> asyncio.Future[list[float]]:
+    """The question's vector, computed from now on, on the embedder's thread."""
+
+    async def embed() -> list[float]:
+        vector: list[float] = (await asyncio.to_thread(embedder.embed_query, question)).tolist()
+        return vector
+
+    return asyncio.ensure_future(embed())
+
+
 async def retrieve(
     db: Database,
     embedder: Embedder,
@@ -216,8 +266,12 @@ async def retrieve(
     question: str,
     top_k: int,
     mode: Mode = "hybrid",
+    query_vector: asyncio.Future[list[float]] | None = None,
 ) -> list[Hit]:
     """The `top_k` best chunks for `question` among `document_pks` (all owned by `owner_id`).
+
+    `query_vector`, from `start_embedding(embedder, question)`, lets a caller start embedding
+    the question before it knows which documents to search.
 
     `score` is the fused score in hybrid mode, BM25 in lexical mode and cosine similarity in
     vector mode: comparable within one answer, not across modes.
@@ -227,15 +281,19 @@ async def retrieve(
     limit = max(CANDIDATES, top_k)
 
     async def vector_side() -> Ranking:
-        qvec = await asyncio.to_thread(embedder.embed_query, question)
-        async with db.session() as session:
-            return await vector_ranking(
-                session,
-                owner_id=owner_id,
-                document_pks=document_pks,
-                qvec=qvec.tolist(),
-                limit=limit,
-            )
+        embedding = query_vector or start_embedding(embedder, question)
+        try:
+            async with db.session() as session:
+                return await vector_ranking(
+                    session,
+                    owner_id=owner_id,
+                    document_pks=document_pks,
+                    qvec=embedding,
+                    limit=limit,
+                )
+        finally:
+            # Not left running if the plan failed; a thread cannot be stopped, so wait it out.
+            await asyncio.gather(embedding, return_exceptions=True)
 
     async def lexical_side() -> Ranking:
         async with db.session() as session:
@@ -271,6 +329,7 @@ async def retrieve(
             page=by_id[cid].page_start,
             text=by_id[cid].text,
             score=round(scores[cid], 6),
+            token_count=by_id[cid].token_count,
         )
         for cid in best
         if cid in by_id

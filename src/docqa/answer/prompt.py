@@ -36,12 +36,15 @@ class TokenCounter(Protocol):
     def count(self, text: str) -> int: ...
 
 
-def fit_sources(hits: Sequence[Hit], counter: TokenCounter, budget: int) -> list[Hit]:
-    """The best-ranked hits whose text fits in `budget` tokens together (at least one)."""
+def fit_sources(hits: Sequence[Hit], budget: int) -> list[Hit]:
+    """The best-ranked hits whose text fits in `budget` tokens together (at least one).
+
+    A hit's size is the token count its chunk was cut to, with the same tokenizer.
+    """
     kept: list[Hit] = []
     used = 0
     for hit in hits:
-        cost = counter.count(hit.text) + 12  # the "[n] file, page p" header line
+        cost = hit.token_count + 12  # the "[n] file, page p" header line
         if kept and used + cost > budget:
             continue  # a shorter, lower-ranked source may still fit
         kept.append(hit)

@@ -30,7 +30,7 @@ from docqa.db.engine import Database
 from docqa.db.models import Document
 from docqa.errors import DocumentNotFound, DocumentNotReady
 from docqa.ingest.embed import Embedder, Tokenizer
-from docqa.retrieve import Hit, retrieve
+from docqa.retrieve import Hit, retrieve, start_embedding
 from docqa.settings import Settings
 
 Mode = Literal["llm", "extractive"]
@@ -146,6 +146,10 @@ async def document_scope(
     )
 
 
+def _follows_up(question: Question) -> bool:
+    return any(t["role"] == "user" for t in question.history)
+
+
 def _not_ready_sentence(document_id: str, status: str) -> str:
     if status == "failed":
         return f"The document '{document_id}' could not be processed, so it cannot be asked about."
@@ -179,7 +183,7 @@ class Answerer:
 
     async def standalone(self, question: Question) -> str:
         """The question rewritten to stand alone, when it follows earlier turns."""
-        if not any(t["role"] == "user" for t in question.history):
+        if not _follows_up(question):
             return question.text
         if self._llm is None or self._tokenizer is None:
             return rewrite_without_model(question.text, question.history)
@@ -194,18 +198,28 @@ class Answerer:
 
         Raises `DocumentNotFound`, `DocumentNotReady`, or a model error, before any text exists.
         """
-        pks = await document_scope(self._db, owner_id, question.document_ids)
-        standalone = await self.standalone(question)
-        started = time.perf_counter()
-        hits = await retrieve(
-            self._db,
-            self._embedder,
-            owner_id=owner_id,
-            document_pks=pks,
-            question=standalone,
-            top_k=question.top_k or self._settings.ask_top_k,
-        )
-        retrieval_ms = (time.perf_counter() - started) * 1000
+        # A question that stands alone is embedded while its documents are looked up.
+        embedding = None
+        if not _follows_up(question):
+            embedding = start_embedding(self._embedder, question.text)
+        try:
+            pks = await document_scope(self._db, owner_id, question.document_ids)
+            standalone = await self.standalone(question)
+            started = time.perf_counter()
+            hits = await retrieve(
+                self._db,
+                self._embedder,
+                owner_id=owner_id,
+                document_pks=pks,
+                question=standalone,
+                top_k=question.top_k or self._settings.ask_top_k,
+                query_vector=embedding,
+            )
+            retrieval_ms = (time.perf_counter() - started) * 1000
+        finally:
+            if embedding is not None:  # done by now, unless a document was unknown or not ready
+                embedding.cancel()
+                await asyncio.gather(embedding, return_exceptions=True)
         if not hits:
             stream: CompletionStream = TextStream("", "no_sources")
             return Answer(self.mode, standalone, [], retrieval_ms, stream)
@@ -218,7 +232,7 @@ class Answerer:
             stream = TextStream(extractive.compose(chosen), "stop")
             return Answer("extractive", standalone, list(hits), retrieval_ms, stream)
         budget = self._settings.llm_context_tokens
-        sources = fit_sources(hits, self._tokenizer, budget)
+        sources = fit_sources(hits, budget)
         messages = answer_messages(
             question.text, sources, question.history, self._tokenizer, budget
         )

@@ -16,13 +16,14 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 EMBEDDING_DIM = 384
@@ -59,6 +60,9 @@ class Document(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     page_count: Mapped[int | None] = mapped_column(Integer)
     chunk_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    # The sum of the chunks' token counts, set when the document becomes ready: with chunk_count,
+    # BM25's collection statistics for any set of documents.
+    token_count: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
     timings: Mapped[dict[str, Any]] = mapped_column(
         JSONB, nullable=False, server_default=text("'{}'::jsonb")
     )
@@ -110,14 +114,7 @@ class Chunk(Base):
 
     __table_args__ = (
         UniqueConstraint("document_pk", "seq", name="uq_chunks_document_seq"),
-        # token_count is included so that BM25's collection statistics come from an index-only
-        # scan (see retrieve.py).
-        Index(
-            "ix_chunks_owner_document",
-            "owner_id",
-            "document_pk",
-            postgresql_include=["token_count"],
-        ),
+        Index("ix_chunks_owner_document", "owner_id", "document_pk"),
         Index(
             "ix_chunks_embedding_hnsw",
             "embedding",
@@ -125,8 +122,27 @@ class Chunk(Base):
             postgresql_ops={"embedding": "vector_cosine_ops"},
             postgresql_with={"m": 16, "ef_construction": 64},
         ),
-        Index("ix_chunks_tsv", "tsv", postgresql_using="gin"),
     )
+
+
+class Posting(Base):
+    """BM25's inverted index: for one lexeme of one document, the chunks holding it, with the
+    term frequency (`tfs`) and length in tokens (`dls`) of each, in parallel arrays ordered by
+    chunk id. Written when the document becomes ready (see `retrieve.index_terms`)."""
+
+    __tablename__ = "postings"
+
+    owner_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    lexeme: Mapped[str] = mapped_column(Text, primary_key=True)
+    document_pk: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("documents.pk", ondelete="CASCADE"), primary_key=True
+    )
+    chunk_ids: Mapped[list[int]] = mapped_column(ARRAY(BigInteger), nullable=False)
+    tfs: Mapped[list[int]] = mapped_column(ARRAY(SmallInteger), nullable=False)
+    dls: Mapped[list[int]] = mapped_column(ARRAY(Integer), nullable=False)
+
+    # Deleting a document deletes its postings through the foreign key: this index finds them.
+    __table_args__ = (Index("ix_postings_document", "document_pk"),)
 
 
 class Owner(Base):

@@ -30,6 +30,7 @@ from docqa.errors import ExtractionFailed
 from docqa.ingest.chunk import ChunkSpec, chunk_page
 from docqa.ingest.embed import Embedder, Tokenizer, Vectors
 from docqa.ingest.extract import ExtractedPage, Limits, check_has_text, extract_pages
+from docqa.retrieve import index_terms
 from docqa.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -89,8 +90,12 @@ async def process_document(rt: Runtime, pk: uuid.UUID) -> str:
         await mark_failed(rt.db, pk, exc.code, exc.message)
         return "failed"
     await _store_pages(rt, doc, pages)
-    timings["total_s"] = time.perf_counter() - started
     async with rt.db.session() as session, session.begin():
+        # The lexical index and the totals land with the status: a ready document is searchable.
+        indexing = time.perf_counter()
+        await index_terms(session, pk)
+        timings["index_terms_s"] = time.perf_counter() - indexing
+        timings["total_s"] = time.perf_counter() - started
         await set_progress(
             session,
             pk,
@@ -99,7 +104,6 @@ async def process_document(rt: Runtime, pk: uuid.UUID) -> str:
             progress_done=len(chunks),
             progress_total=len(chunks),
             percent=100.0,
-            chunk_count=len(chunks),
             timings={k: round(v, 4) for k, v in timings.items()},
         )
     log.info("document ready", extra={"document_pk": str(pk), "chunks": len(chunks), **timings})
