@@ -52,10 +52,12 @@ def pg_url(pg_server_url: str) -> str:
 
 
 @pytest.fixture(scope="module")
-async def corpus(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Corpus]:
+async def corpus(
+    pg_url: str, local_embedder: LocalEmbedder, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Corpus]:
     settings = Settings(database_url=pg_url, data_dir=tmp_path_factory.mktemp("retrieve-data"))
     db = await open_database(settings, pool_size=2)
-    embedder = LocalEmbedder()
+    embedder = local_embedder
     rt = Runtime(settings, db, LocalBlobStore(settings.blob_dir), embedder, Tokenizer())
     docs = [EvalDocument(k, f"{k}.txt", "text", text=t) for k, t in TEXTS.items()]
     mine = await ingest(rt, "owner-a", docs, lambda *_: None)

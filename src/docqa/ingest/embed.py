@@ -75,9 +75,10 @@ class LocalEmbedder:
 
     Precision: with `bf16` the transformer's weights are bfloat16, and its token vectors are
     turned back to float32 before pooling and normalising, so those stay exact. Against float32
-    vectors that gives a cosine of 0.99995 at worst; it made ingestion batches 2.7x faster than
-    fp32 (10% faster than bf16 autocast, which casts every weight on every call) and a query
-    7 ms against 10 ms.
+    vectors that gives a cosine of 0.9999 or more; ingestion batches run 2.6x faster than fp32
+    (`benchmarks/bench_ingest.py`) and a query takes 8 ms against 11.6 ms on one core
+    (`benchmarks/bench_embed_threads.py`). Weights cast once also beat bf16 autocast, which
+    casts every weight on every call and made a single query slower than fp32.
 
     Threads: every forward pass runs on one thread that the embedder owns. PyTorch's CPU kernels
     keep a team of OpenMP threads per calling thread, and a team spins for a while after each
