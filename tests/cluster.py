@@ -163,16 +163,15 @@ def start_cluster(session_url: str, mock: MockLLM, base: Path, log_dir: Path) ->
 
 
 @pytest.fixture(scope="session")
-def cluster(tmp_path_factory: pytest.TempPathFactory, mock_llm: MockLLM) -> Iterator[Cluster]:
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory, mock_llm: MockLLM, pg_server_url: str
+) -> Iterator[Cluster]:
     if os.environ.get("DOCQA_TEST_BASE_URL"):
         pytest.skip("the scaled-out cluster runs local processes (not with DOCQA_TEST_BASE_URL)")
-    from tests.conftest import _session_pg_url
-
-    session_url = _session_pg_url(tmp_path_factory)
     base = tmp_path_factory.mktemp("cluster")
     log_dir = Path(os.environ.get("DOCQA_TEST_LOG_DIR") or base / "logs") / "cluster"
     log_dir.mkdir(parents=True, exist_ok=True)
-    running = start_cluster(session_url, mock_llm, base, log_dir)
+    running = start_cluster(pg_server_url, mock_llm, base, log_dir)
     yield running
     running.stop()
 

@@ -65,7 +65,7 @@ _PG: dict[str, Any] = {}
 
 
 def _session_pg_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    # Shared by `stack` and `pg_url` users without making every test depend on both.
+    # Shared by `stack` and `pg_server_url` without making every test depend on both.
     if "url" not in _PG:
         from docqa.db import migrate
 

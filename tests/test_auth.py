@@ -318,14 +318,12 @@ def test_serve_refuses_auth_off_on_a_public_address(tmp_path: Path) -> None:
 
 
 async def test_public_address_means_keys_and_needs_one_to_start(
-    stack: Stack, tmp_path: Path
+    stack: Stack, pg_server_url: str, tmp_path: Path
 ) -> None:
     """`serve --host 0.0.0.0` with DOCQA_AUTH unset: keys mode, refused until a key exists."""
     if not stack.local:
         pytest.skip("needs the test's own database")
-    from tests.conftest import _PG
-
-    url = new_database(_PG["url"], "docqa_cluster", password="unused")
+    url = new_database(pg_server_url, "docqa_cluster", password="unused")
     env = stack_env(url, tmp_path, DOCQA_WORKER="false", DOCQA_MIGRATE_ON_START="false")
     port = free_port()
     args = ["serve", "--host", "0.0.0.0", "--port", str(port)]

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -183,7 +184,7 @@ async def test_filtered_vector_scan_returns_the_whole_small_scope(
                 text("SELECT count(*) FROM chunks WHERE document_pk = :pk"), {"pk": one[0]}
             )
         ).scalar_one()
-        qvec = corpus.embedder.embed_query("dry places").tolist()
+        qvec = retrieval.start_embedding(corpus.embedder, "dry places")
         got = await retrieval.vector_ranking(
             session, owner_id=corpus.owner, document_pks=one, qvec=qvec, limit=10
         )
@@ -255,39 +256,24 @@ async def test_postings_are_written_on_ready_and_go_with_the_document(
     doc = EvalDocument("ice", "ice.txt", "text", text=text_)
     done = await ingest(rt, owner, [doc], lambda *_: None)
     pk = done.pks["ice"]
-    async with corpus.db.session() as session:
-        postings = {
-            row.lexeme: (list(row.chunk_ids), list(row.tfs))
-            for row in await session.execute(
-                text("SELECT lexeme, chunk_ids, tfs FROM postings WHERE document_pk = :pk"),
-                {"pk": pk},
-            )
-        }
-        chunk_ids = list(
-            (
-                await session.execute(
-                    text("SELECT id FROM chunks WHERE document_pk = :pk ORDER BY id"), {"pk": pk}
-                )
-            ).scalars()
-        )
-        totals = (
-            await session.execute(
-                text("SELECT chunk_count, token_count FROM documents WHERE pk = :pk"), {"pk": pk}
-            )
-        ).one()
-        tokens = (
-            await session.execute(
-                text("SELECT sum(token_count) FROM chunks WHERE document_pk = :pk"), {"pk": pk}
-            )
-        ).scalar_one()
-    assert postings["glacier"] == (chunk_ids, [3])  # Glaciers, glacier, glaciers
-    assert postings["valley"] == (chunk_ids, [1])
+
+    async def rows(sql: str) -> list[Any]:
+        async with corpus.db.session() as session:
+            return list(await session.execute(text(sql), {"pk": pk}))
+
+    postings = {
+        row.lexeme: (list(row.chunk_ids), list(row.tfs))
+        for row in await rows("SELECT lexeme, chunk_ids, tfs FROM postings WHERE document_pk = :pk")
+    }
+    [chunks] = await rows(
+        "SELECT array_agg(id ORDER BY id) AS ids, sum(token_count) AS tokens "
+        "FROM chunks WHERE document_pk = :pk"
+    )
+    [totals] = await rows("SELECT chunk_count, token_count FROM documents WHERE pk = :pk")
+    assert postings["glacier"] == (chunks.ids, [3])  # Glaciers, glacier, glaciers
+    assert postings["valley"] == (chunks.ids, [1])
     assert "and" not in postings  # a stop word
-    assert (totals.chunk_count, totals.token_count) == (len(chunk_ids), tokens)
+    assert (totals.chunk_count, totals.token_count) == (len(chunks.ids), chunks.tokens)
     async with corpus.db.session() as session, session.begin():
         await session.execute(text("DELETE FROM documents WHERE pk = :pk"), {"pk": pk})
-    async with corpus.db.session() as session:
-        left = await session.execute(
-            text("SELECT count(*) FROM postings WHERE document_pk = :pk"), {"pk": pk}
-        )
-        assert left.scalar_one() == 0
+    assert await rows("SELECT 1 FROM postings WHERE document_pk = :pk") == []

@@ -205,13 +205,13 @@ async def vector_ranking(
     *,
     owner_id: str,
     document_pks: list[uuid.UUID],
-    qvec: Sequence[float] | Awaitable[Sequence[float]],
+    qvec: Awaitable[list[float]],
     limit: int,
 ) -> Ranking:
     """The nearest chunks by cosine distance, nearest first, with their cosine similarity.
 
-    `qvec` may still be on its way (an awaitable): the plan (how many chunks the filter keeps,
-    and so HNSW or exact) is made while the question is being embedded.
+    `qvec` (from `start_embedding`) may still be on its way: the plan (how many chunks the
+    filter keeps, and so HNSW or exact) is made while the question is being embedded.
     """
     params: dict[str, Any] = {"owner": owner_id, "pks": document_pks, "limit": limit}
     counts = (await session.execute(_COUNT_SQL, params)).one()
@@ -221,10 +221,10 @@ async def vector_ranking(
         await session.execute(
             text("SELECT set_config('hnsw.ef_search', :ef, true)"), {"ef": str(ef)}
         )
-    vector = qvec if isinstance(qvec, Sequence) else await qvec
+    vector = await qvec
     if scope == 0:
         return []
-    params["qvec"] = str(list(vector))
+    params["qvec"] = str(vector)
     if ef is not None:
         rows = [(row.id, float(row.score)) for row in await session.execute(_HNSW_SQL, params)]
         if len(rows) >= min(limit, scope):
@@ -255,6 +255,12 @@ def start_embedding(embedder: Embedder, question: str) -> asyncio.Future[list[fl
         return vector
 
     return asyncio.ensure_future(embed())
+
+
+async def drop_embedding(embedding: asyncio.Future[list[float]]) -> None:
+    """Stop waiting for an embedding that is no longer needed; its thread finishes on its own."""
+    embedding.cancel()
+    await asyncio.gather(embedding, return_exceptions=True)
 
 
 async def retrieve(
@@ -292,8 +298,8 @@ async def retrieve(
                     limit=limit,
                 )
         finally:
-            # Not left running if the plan failed; a thread cannot be stopped, so wait it out.
-            await asyncio.gather(embedding, return_exceptions=True)
+            if query_vector is None:  # a caller's embedding is the caller's to drop
+                await drop_embedding(embedding)
 
     async def lexical_side() -> Ranking:
         async with db.session() as session:

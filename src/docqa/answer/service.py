@@ -30,7 +30,7 @@ from docqa.db.engine import Database
 from docqa.db.models import Document
 from docqa.errors import DocumentNotFound, DocumentNotReady
 from docqa.ingest.embed import Embedder, Tokenizer
-from docqa.retrieve import Hit, retrieve, start_embedding
+from docqa.retrieve import Hit, drop_embedding, retrieve, start_embedding
 from docqa.settings import Settings
 
 Mode = Literal["llm", "extractive"]
@@ -218,8 +218,7 @@ class Answerer:
             retrieval_ms = (time.perf_counter() - started) * 1000
         finally:
             if embedding is not None:  # done by now, unless a document was unknown or not ready
-                embedding.cancel()
-                await asyncio.gather(embedding, return_exceptions=True)
+                await drop_embedding(embedding)
         if not hits:
             stream: CompletionStream = TextStream("", "no_sources")
             return Answer(self.mode, standalone, [], retrieval_ms, stream)
