@@ -94,6 +94,19 @@ class Answer:
             for n, hit in enumerate(self.sources, start=1)
         ]
 
+    def done_view(self, finish_reason: str, timings_ms: dict[str, float | None]) -> dict[str, Any]:
+        """The `done` event: how the answer ended, what it cost and how long it took.
+
+        The one place this payload is built: `/api/v1/ask`, the OpenAI-compatible endpoint and
+        the MCP `ask` tool all send what it returns, so a field added here reaches every one.
+        """
+        return {
+            "finish_reason": finish_reason,
+            "mode": self.mode,
+            "usage": self.stream.usage,
+            "timings_ms": timings_ms,
+        }
+
     def deltas(self) -> AsyncIterator[str]:
         return self.stream.deltas()
 

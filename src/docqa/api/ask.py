@@ -149,12 +149,7 @@ async def _events(answer: Answer, started: float) -> AsyncIterator[ServerSentEve
             }
             yield ServerSentEvent(_json(failure), event="error")
         timings = {"retrieval": round(answer.retrieval_ms, 1), "first_token": first_token}
-        done = {
-            "finish_reason": finish_reason,
-            "mode": answer.mode,
-            "usage": answer.stream.usage,
-            "timings_ms": timings | {"total": _ms(started)},
-        }
+        done = answer.done_view(finish_reason, timings | {"total": _ms(started)})
         yield ServerSentEvent(_json(done), event="done")
     finally:
         with anyio.CancelScope(shield=True):
