@@ -48,7 +48,7 @@ from tests.stack import ROOT, Proc, free_port, wait_http
 from benchmarks.common import bench_stack, cpu_note, pct, shared_file
 
 if TYPE_CHECKING:
-    from docqa.retrieve import Mode
+    from docqa.search.retrieve import Mode
 
 CHUNKS_PER_DOCUMENT = 100
 WARMUP = 10
@@ -156,7 +156,7 @@ def fill(database_url: str, target: int, texts: list[str], rng: np.random.Genera
 async def index_documents(database_url: str, pks: list[uuid.UUID]) -> None:
     """Postings and totals for each document, written as ingestion writes them on ready."""
     from docqa.db.engine import open_database
-    from docqa.retrieve import index_terms
+    from docqa.search.index import index_terms
     from docqa.settings import Settings
 
     db = await open_database(Settings(database_url=database_url), pool_size=1)
@@ -201,7 +201,7 @@ async def measure(url: str, database_url: str, qs: list[str]) -> dict[str, list[
     from docqa.db.engine import open_database
     from docqa.db.models import Document
     from docqa.ingest.embed import LocalEmbedder
-    from docqa.retrieve import retrieve
+    from docqa.search.retrieve import retrieve
     from docqa.settings import Settings
 
     db = await open_database(Settings(database_url=database_url))

@@ -24,7 +24,7 @@ from docqa.answer.prompt import (
 from docqa.api.ask import _json, _ping
 from docqa.client import sse_events
 from docqa.ingest.embed import Vectors
-from docqa.retrieve import Hit
+from docqa.search.retrieve import Hit
 
 
 class WordCounter:

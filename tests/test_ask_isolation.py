@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from docqa.db.engine import open_database
-from docqa.retrieve import index_terms
+from docqa.search.index import index_terms
 from docqa.settings import Settings
 from tests.asking import Doc, ask
 from tests.mock_llm import MockLLM

@@ -16,13 +16,14 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from docqa import retrieve as retrieval
 from docqa.blobs import LocalBlobStore
 from docqa.db.engine import Database, open_database
 from docqa.evalsets import EvalDocument
 from docqa.evaluate import ingest
 from docqa.ingest.embed import LocalEmbedder, Tokenizer
 from docqa.ingest.pipeline import Runtime
+from docqa.search import lexical, vector
+from docqa.search import retrieve as retrieval
 from docqa.settings import Settings
 from tests.stack import new_database
 
@@ -97,7 +98,7 @@ async def _reference_bm25(corpus: Corpus, question: str, pks: list[uuid.UUID]) -
         tfs.setdefault(row.id, {})[row.lexeme] = row.tf
     n, avgdl = len(lengths), sum(lengths.values()) / len(lengths)
     df = {t: sum(1 for f in tfs.values() if t in f) for t in terms}
-    k1, b = retrieval.BM25_K1, retrieval.BM25_B
+    k1, b = lexical.BM25_K1, lexical.BM25_B
     scores: dict[int, float] = {}
     for cid, freqs in tfs.items():
         matched = [t for t in terms if t in freqs]
@@ -129,7 +130,7 @@ async def test_bm25_matches_reference(
     pks = [corpus.pks[k] for k in keys] if keys else list(corpus.pks.values())
     expected = await _reference_bm25(corpus, question, pks)
     async with corpus.db.session() as session:
-        got = await retrieval.lexical_ranking(
+        got = await lexical.lexical_ranking(
             session,
             owner_id=corpus.owner,
             document_pks=pks,
@@ -176,7 +177,7 @@ async def test_filtered_vector_scan_returns_the_whole_small_scope(
 ) -> None:
     """Forced onto HNSW, a filter to one document of ten comes back short (pgvector 0.6 filters
     after the scan); the exact scan then makes up the rows."""
-    monkeypatch.setattr(retrieval, "EXACT_MAX_CHUNKS", 0)
+    monkeypatch.setattr(vector, "EXACT_MAX_CHUNKS", 0)
     one = [corpus.pks["deserts"]]
     async with corpus.db.session() as session:
         scope = (
@@ -184,8 +185,8 @@ async def test_filtered_vector_scan_returns_the_whole_small_scope(
                 text("SELECT count(*) FROM chunks WHERE document_pk = :pk"), {"pk": one[0]}
             )
         ).scalar_one()
-        qvec = retrieval.start_embedding(corpus.embedder, "dry places")
-        got = await retrieval.vector_ranking(
+        qvec = vector.start_embedding(corpus.embedder, "dry places")
+        got = await vector.vector_ranking(
             session, owner_id=corpus.owner, document_pks=one, qvec=qvec, limit=10
         )
     assert len(got) == scope
@@ -194,11 +195,11 @@ async def test_filtered_vector_scan_returns_the_whole_small_scope(
 
 
 def test_ef_search_grows_with_the_filter_and_gives_way_to_exact() -> None:
-    assert retrieval.ef_search_for(50, 500, 1e6) is None  # small scope: exact
-    big = retrieval.EXACT_MAX_CHUNKS + 1
-    assert retrieval.ef_search_for(50, big, big) == retrieval.EF_SEARCH_MIN
-    assert retrieval.ef_search_for(50, big, 4 * big) == 400
-    assert retrieval.ef_search_for(50, big, 100 * big) is None  # HNSW cannot find enough
+    assert vector.ef_search_for(50, 500, 1e6) is None  # small scope: exact
+    big = vector.EXACT_MAX_CHUNKS + 1
+    assert vector.ef_search_for(50, big, big) == vector.EF_SEARCH_MIN
+    assert vector.ef_search_for(50, big, 4 * big) == 400
+    assert vector.ef_search_for(50, big, 100 * big) is None  # HNSW cannot find enough
 
 
 @pytest.mark.parametrize("mode", ["lexical", "vector", "hybrid"])
@@ -233,14 +234,14 @@ async def test_hybrid_fuses_both_rankings(corpus: Corpus) -> None:
     args = {"owner_id": corpus.owner, "document_pks": pks, "top_k": 5}
     question = "Which desert gets little rain?"
     hybrid = await retrieval.retrieve(corpus.db, corpus.embedder, question=question, **args)
-    lexical = await retrieval.retrieve(
+    by_bm25 = await retrieval.retrieve(
         corpus.db, corpus.embedder, question=question, mode="lexical", **args
     )
-    vector = await retrieval.retrieve(
+    by_vector = await retrieval.retrieve(
         corpus.db, corpus.embedder, question=question, mode="vector", **args
     )
     assert hybrid[0].document_pk == corpus.pks["deserts"]
-    assert {h.chunk_id for h in hybrid} <= {h.chunk_id for h in lexical + vector}
+    assert {h.chunk_id for h in hybrid} <= {h.chunk_id for h in by_bm25 + by_vector}
     assert all(h.filename.endswith(".txt") and h.page == 1 for h in hybrid)
     assert [h.score for h in hybrid] == sorted((h.score for h in hybrid), reverse=True)
 

@@ -41,7 +41,7 @@ from docqa.evalsets import (
 )
 from docqa.ingest.embed import Embedder, Tokenizer, make_embedder
 from docqa.ingest.pipeline import Runtime, process_document
-from docqa.retrieve import Hit, Mode, retrieve
+from docqa.search.retrieve import Hit, Mode, retrieve
 from docqa.settings import Settings
 from docqa.upload import ReceivedFile, ReceivedUpload
 

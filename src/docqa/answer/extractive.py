@@ -20,7 +20,7 @@ import numpy as np
 
 from docqa.answer.prompt import content_words
 from docqa.ingest.embed import Embedder
-from docqa.retrieve import Hit
+from docqa.search.retrieve import Hit
 
 MAX_SENTENCES = 4
 MAX_WORDS = 140

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from docqa.answer.llm import ChatMessage
-from docqa.retrieve import Hit
+from docqa.search.retrieve import Hit
 
 SYSTEM_PROMPT = (
     "You answer questions about the user's documents using only the numbered sources given "

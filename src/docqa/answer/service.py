@@ -30,7 +30,8 @@ from docqa.db.engine import Database
 from docqa.db.models import Document
 from docqa.errors import DocumentNotFound, DocumentNotReady
 from docqa.ingest.embed import Embedder, Tokenizer
-from docqa.retrieve import Hit, drop_embedding, retrieve, start_embedding
+from docqa.search.retrieve import Hit, retrieve
+from docqa.search.vector import drop_embedding, start_embedding
 from docqa.settings import Settings
 
 Mode = Literal["llm", "extractive"]

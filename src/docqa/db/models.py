@@ -128,7 +128,7 @@ class Chunk(Base):
 class Posting(Base):
     """BM25's inverted index: for one lexeme of one document, the chunks holding it, with the
     term frequency (`tfs`) and length in tokens (`dls`) of each, in parallel arrays ordered by
-    chunk id. Written when the document becomes ready (see `retrieve.index_terms`)."""
+    chunk id. Written when the document becomes ready (see `search.index.index_terms`)."""
 
     __tablename__ = "postings"
 

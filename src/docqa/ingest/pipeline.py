@@ -30,7 +30,7 @@ from docqa.errors import ExtractionFailed
 from docqa.ingest.chunk import ChunkSpec, chunk_page
 from docqa.ingest.embed import Embedder, Tokenizer, Vectors
 from docqa.ingest.extract import ExtractedPage, Limits, check_has_text, extract_pages
-from docqa.retrieve import index_terms
+from docqa.search.index import index_terms
 from docqa.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,134 @@
+"""Retrieval: BM25 and vector nearest neighbours over the caller's chunks, fused.
+
+Every query filters by owner and document inside SQL, never afterwards. The two sides run at once
+(`search.lexical`, `search.vector`) and are fused by reciprocal rank fusion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from sqlalchemy import text
+
+from docqa.db.engine import Database
+from docqa.ingest.embed import Embedder
+from docqa.search.lexical import Ranking, lexical_ranking
+from docqa.search.vector import drop_embedding, start_embedding, vector_ranking
+
+Mode = Literal["hybrid", "lexical", "vector"]
+# Candidates taken from each side before fusion (at least top_k).
+CANDIDATES = 50
+RRF_K = 60
+
+
+@dataclass(frozen=True)
+class Hit:
+    chunk_id: int
+    document_pk: uuid.UUID
+    document_id: str
+    filename: str
+    page: int
+    text: str
+    score: float
+    token_count: int  # of `text`, in the embedding model's word pieces
+
+
+_HITS_SQL = text(
+    """
+    SELECT c.id, c.document_pk, d.document_id, d.filename, c.page_start, c.text, c.token_count
+    FROM chunks c JOIN documents d ON d.pk = c.document_pk
+    WHERE c.id = ANY(:ids) AND c.owner_id = :owner
+    """
+)
+
+
+def rrf(rankings: Sequence[Ranking], k: int = RRF_K) -> dict[int, float]:
+    """Reciprocal rank fusion: each ranking adds 1 / (k + rank) to the chunks it holds."""
+    scores: dict[int, float] = {}
+    for ranking in rankings:
+        for rank, (chunk_id, _) in enumerate(ranking):
+            scores[chunk_id] = scores.get(chunk_id, 0.0) + 1.0 / (k + rank + 1)
+    return scores
+
+
+async def retrieve(
+    db: Database,
+    embedder: Embedder,
+    *,
+    owner_id: str,
+    document_pks: list[uuid.UUID],
+    question: str,
+    top_k: int,
+    mode: Mode = "hybrid",
+    query_vector: asyncio.Future[list[float]] | None = None,
+) -> list[Hit]:
+    """The `top_k` best chunks for `question` among `document_pks` (all owned by `owner_id`).
+
+    `query_vector`, from `start_embedding(embedder, question)`, lets a caller start embedding
+    the question before it knows which documents to search.
+
+    `score` is the fused score in hybrid mode, BM25 in lexical mode and cosine similarity in
+    vector mode: comparable within one answer, not across modes.
+    """
+    if not document_pks or top_k <= 0:
+        return []
+    limit = max(CANDIDATES, top_k)
+
+    async def vector_side() -> Ranking:
+        embedding = query_vector or start_embedding(embedder, question)
+        try:
+            async with db.session() as session:
+                return await vector_ranking(
+                    session,
+                    owner_id=owner_id,
+                    document_pks=document_pks,
+                    qvec=embedding,
+                    limit=limit,
+                )
+        finally:
+            if query_vector is None:  # a caller's embedding is the caller's to drop
+                await drop_embedding(embedding)
+
+    async def lexical_side() -> Ranking:
+        async with db.session() as session:
+            return await lexical_ranking(
+                session,
+                owner_id=owner_id,
+                document_pks=document_pks,
+                question=question,
+                limit=limit,
+            )
+
+    # The two sides share nothing, so they run at once, on two connections: BM25 runs in
+    # PostgreSQL while the query is embedded on a thread.
+    sides = []
+    if mode != "lexical":
+        sides.append(vector_side())
+    if mode != "vector":
+        sides.append(lexical_side())
+    rankings: list[Ranking] = list(await asyncio.gather(*sides))
+    scores = rrf(rankings) if mode == "hybrid" else dict(rankings[0])
+    best = sorted(scores, key=lambda cid: (-scores[cid], cid))[:top_k]
+    if not best:
+        return []
+    async with db.session() as session:
+        rows = (await session.execute(_HITS_SQL, {"ids": best, "owner": owner_id})).all()
+    by_id = {row.id: row for row in rows}
+    return [
+        Hit(
+            chunk_id=cid,
+            document_pk=by_id[cid].document_pk,
+            document_id=by_id[cid].document_id,
+            filename=by_id[cid].filename,
+            page=by_id[cid].page_start,
+            text=by_id[cid].text,
+            score=round(scores[cid], 6),
+            token_count=by_id[cid].token_count,
+        )
+        for cid in best
+        if cid in by_id
+    ]
