@@ -8,6 +8,19 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Where data lived before it moved to the per-user directory; kept working when it exists.
+LEGACY_DATA_DIR = Path(".docqa")
+
+
+def default_data_dir() -> Path:
+    """`./.docqa` if it already holds data (older versions put it there), else the per-user data
+    directory (`~/.local/share/docqa` on Linux, via platformdirs), never the current directory."""
+    if LEGACY_DATA_DIR.is_dir():
+        return LEGACY_DATA_DIR
+    import platformdirs
+
+    return platformdirs.user_data_path("docqa", appauthor=False)
+
 
 class Settings(BaseSettings):
     """Every knob docqa has. Built once by the entry point and handed down, never global."""
@@ -17,7 +30,7 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, description="PostgreSQL with pgvector; unset starts an embedded server"
     )
-    data_dir: Path = Path("./.docqa")
+    data_dir: Path = Field(default_factory=default_data_dir)
     max_upload_mb: int = Field(default=50, ge=1)
 
     llm_base_url: str | None = None
@@ -67,7 +80,9 @@ class Settings(BaseSettings):
     )
 
     log_level: str = "INFO"
-    log_json: bool = True
+    log_json: bool | None = Field(
+        default=None, description="JSON log lines; unset: JSON unless stderr is a terminal"
+    )
 
     @property
     def max_upload_bytes(self) -> int:
