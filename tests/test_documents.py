@@ -293,7 +293,8 @@ async def test_aborted_upload_leaves_nothing_behind(
 
 
 async def test_health_endpoints(client: httpx.AsyncClient) -> None:
-    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    health = (await client.get("/healthz")).json()
+    assert (health["status"], health["service"]) == ("ok", "docqa")
     ready = await client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json()["status"] == "ready"

@@ -15,6 +15,7 @@ from docqa.api import ask as ask_api
 from docqa.api import documents as documents_api
 from docqa.api import health as health_api
 from docqa.api import metrics as metrics_api
+from docqa.api import status as status_api
 from docqa.api.errors import RequestIdMiddleware, install_error_handlers
 from docqa.api.metrics import RequestMetricsMiddleware
 from docqa.api.web import install_web
@@ -99,6 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health_api.router)
     app.include_router(metrics_api.router)
+    app.include_router(status_api.router)
     app.include_router(documents_api.router)
     app.include_router(ask_api.router)
     install_web(app)

@@ -9,6 +9,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
+from docqa import __version__
 from docqa.api.deps import State
 from docqa.api.errors import error_response
 from docqa.db import migrate
@@ -18,8 +19,9 @@ router = APIRouter(tags=["health"])
 
 @router.get("/healthz")
 async def healthz() -> dict[str, Any]:
-    """The process is up and serving."""
-    return {"status": "ok"}
+    """The process is up and serving. `service` tells a docqa server from anything else on the
+    port (`docqa` client commands look for one on 127.0.0.1:8000)."""
+    return {"status": "ok", "service": "docqa", "version": __version__}
 
 
 @router.get("/readyz", response_model=None)
