@@ -20,7 +20,7 @@ from docqa.api.errors import RequestIdMiddleware, install_error_handlers
 from docqa.api.metrics import RequestMetricsMiddleware
 from docqa.api.web import install_web
 from docqa.auth import NO_KEYS_SENTENCE, any_active_key
-from docqa.blobs import LocalBlobStore
+from docqa.blobs import make_blob_store
 from docqa.db import migrate
 from docqa.db.engine import open_database
 from docqa.ingest.embed import Tokenizer, make_embedder
@@ -47,7 +47,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.auth == "keys" and not await any_active_key(db):
             log.error(NO_KEYS_SENTENCE)
             raise StartupRefused(NO_KEYS_SENTENCE)
-        store = LocalBlobStore(settings.blob_dir)
+        store = make_blob_store(settings)
         jobs = build_job_app(settings, db.url)
         await jobs.open_async()
         hub = ProgressHub(db.url)
@@ -80,6 +80,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             await state.answerer.aclose()
             await hub.stop()
             await jobs.close_async()
+            await store.aclose()
     finally:
         await db.close()
 

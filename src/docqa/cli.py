@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from docqa import cli_client
+from docqa import cli_client, cli_docs, cli_status
 from docqa.cli_keys import keys_app
 
 if TYPE_CHECKING:
@@ -164,8 +164,8 @@ def eval_command(
 # --- commands from other modules: one line each --------------------------------------------------
 app.command()(cli_client.ingest)
 app.command()(cli_client.ask)
-app.add_typer(cli_client.docs_app, name="docs")
-app.command()(cli_client.status)
+app.add_typer(cli_docs.docs_app, name="docs")
+app.command()(cli_status.status)
 app.add_typer(keys_app, name="keys")
 
 

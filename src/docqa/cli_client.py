@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -66,7 +66,7 @@ def err() -> Console:
     return Console(stderr=True, highlight=False)
 
 
-def _notice(text: str) -> None:
+def notice(text: str) -> None:
     err().print(f"docqa: {text}", markup=False, soft_wrap=True)
 
 
@@ -88,9 +88,9 @@ def _in_process_settings(verbose: int, **overrides: Any) -> Settings:
         where = f"database {redacted(settings.database_url)}, files in {settings.blob_dir}"
     from docqa.client import default_server_url
 
-    _notice(f"no server at {default_server_url()}; running docqa in this process ({where}).")
+    notice(f"no server at {default_server_url()}; running docqa in this process ({where}).")
     if "data_dir" not in settings.model_fields_set and settings.data_dir == LEGACY_DATA_DIR:
-        _notice(
+        notice(
             "using ./.docqa in the current directory, where older versions kept data; "
             "set DOCQA_DATA_DIR, or move it to the per-user directory, to use it from anywhere."
         )
@@ -120,13 +120,13 @@ def run_client(
     try:
         return asyncio.run(main(server or find_default_server()))
     except ClientError as exc:
-        _notice(str(exc))
+        notice(str(exc))
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
 
 
-def _detail(response: httpx.Response) -> str:
+def detail_of(response: httpx.Response) -> str:
     try:
         body = response.json()
     except ValueError:
@@ -136,12 +136,12 @@ def _detail(response: httpx.Response) -> str:
     return f"The server answered HTTP {response.status_code}."
 
 
-def _fail(response: httpx.Response) -> typer.Exit:
-    _notice(_detail(response))
+def fail(response: httpx.Response) -> typer.Exit:
+    notice(detail_of(response))
     return typer.Exit(1)
 
 
-def _elide(text: str, width: int) -> str:
+def elide(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -149,7 +149,7 @@ def _elide(text: str, width: int) -> str:
 
 
 def _files(paths: list[Path]) -> list[Path]:
-    from docqa.upload import KIND_BY_EXTENSION
+    from docqa import formats
 
     found: list[Path] = []
     for path in paths:
@@ -157,12 +157,12 @@ def _files(paths: list[Path]) -> list[Path]:
             found += [
                 child
                 for child in sorted(path.rglob("*"))
-                if child.is_file() and child.suffix.lower() in KIND_BY_EXTENSION
+                if child.is_file() and formats.by_extension(child.name)
             ]
         elif path.is_file():
             found.append(path)
         else:
-            _notice(f"not found: {path}")
+            notice(f"not found: {path}")
     return found
 
 
@@ -177,10 +177,10 @@ async def _upload(client: httpx.AsyncClient, path: Path) -> dict[str, Any] | Non
             break
         # A folder can hold more files than a key may upload per minute: wait, then go on.
         wait_s = max(1, int(response.headers["retry-after"]))
-        _notice(f"upload limit reached; waiting {wait_s} s")
+        notice(f"upload limit reached; waiting {wait_s} s")
         await asyncio.sleep(wait_s)
     if response.status_code != 200:
-        _notice(f"{path}: {_detail(response)}")
+        notice(f"{path}: {detail_of(response)}")
         return None
     data: dict[str, Any] = response.json()
     note = " (already uploaded)" if data["duplicate"] else ""
@@ -199,7 +199,7 @@ async def _wait(client: httpx.AsyncClient, uploaded: list[dict[str, Any]]) -> in
     with Progress(*columns, console=err()) as progress:
         tasks: dict[str, TaskID] = {
             d["document_id"]: progress.add_task(
-                escape(_elide(d["filename"], width).ljust(width)), total=100, stage="queued"
+                escape(elide(d["filename"], width).ljust(width)), total=100, stage="queued"
             )
             for d in uploaded
         }
@@ -208,7 +208,7 @@ async def _wait(client: httpx.AsyncClient, uploaded: list[dict[str, Any]]) -> in
             for doc_id in list(pending):
                 response = await client.get(f"/api/v1/documents/{doc_id}")
                 if response.status_code != 200:
-                    raise _fail(response)
+                    raise fail(response)
                 doc = response.json()
                 stage = doc["status"] if doc["status"] != "processing" else doc["progress"]["stage"]
                 if doc["status"] == "failed":
@@ -275,7 +275,7 @@ def ask(
         async with client.stream("POST", "/api/v1/ask", json=payload) as response:
             if response.status_code != 200:
                 await response.aread()
-                _notice(_detail(response))
+                notice(detail_of(response))
                 return 1
             return await _print_answer(response)
 
@@ -296,7 +296,7 @@ async def _print_answer(response: httpx.Response) -> int:
         elif event == "error":
             failed = True
             sys.stdout.write("\n")
-            _notice(f"error: {json.loads(data)['detail']}")
+            notice(f"error: {json.loads(data)['detail']}")
     sys.stdout.write("\n")
     if sources:
         out().print("\nSources:", style="bold")
@@ -307,148 +307,3 @@ async def _print_answer(response: httpx.Response) -> int:
                 soft_wrap=True,
             )
     return 1 if failed else 0
-
-
-# --- docs ---------------------------------------------------------------------------------------
-
-docs_app = typer.Typer(help="List, show and remove documents.", no_args_is_help=True)
-
-
-@docs_app.command("list")
-def docs_list(
-    status: Annotated[
-        str | None,
-        typer.Option(metavar="STATUS", help="Only this status: queued, processing, ready, failed."),
-    ] = None,
-    server: ServerOpt = None,
-    api_key: KeyOpt = None,
-    verbose: VerboseOpt = 0,
-) -> None:
-    """List your documents, newest first (tab-separated when piped)."""
-
-    async def action(client: httpx.AsyncClient) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = []
-        params: dict[str, Any] = {"limit": 200} | ({"status": status} if status else {})
-        while True:
-            response = await client.get("/api/v1/documents", params=params)
-            if response.status_code != 200:
-                raise _fail(response)
-            page = response.json()
-            found += page["documents"]
-            if not page["next_cursor"]:
-                return found
-            params["cursor"] = page["next_cursor"]
-
-    rows = [
-        (
-            d["document_id"],
-            d["filename"],
-            d["status"],
-            str(d["page_count"] or ""),
-            str(d["chunk_count"]),
-            f"{d['size_bytes'] / 1e6:.1f} MB",
-        )
-        for d in run_client(server, api_key, verbose, action)
-    ]
-    if not sys.stdout.isatty():  # piped: one tab-separated line per document, for scripts
-        for row in rows:
-            print("\t".join(row))
-        return
-    out().print(_documents_table(rows))
-
-
-def _documents_table(rows: Sequence[Sequence[str]]) -> Any:
-    """Ids whole (they are pasted into `show`, `rm` and `--doc`); file names give way instead."""
-    from rich.table import Table
-
-    table = Table(expand=False)
-    id_width = max((len(r[0]) for r in rows), default=2)
-    table.add_column("id", no_wrap=True, min_width=id_width, overflow="ignore")
-    table.add_column("filename", no_wrap=True, overflow="ellipsis", ratio=1, min_width=8)
-    for name in ("status", "pages", "chunks", "size"):
-        table.add_column(name, no_wrap=True, justify="left" if name == "status" else "right")
-    for row in rows:
-        table.add_row(*row)
-    return table
-
-
-@docs_app.command("show")
-def docs_show(
-    document_id: Annotated[str, typer.Argument(metavar="ID", help="The document's id.")],
-    server: ServerOpt = None,
-    api_key: KeyOpt = None,
-    verbose: VerboseOpt = 0,
-) -> None:
-    """Show one document's status and details as JSON."""
-
-    async def action(client: httpx.AsyncClient) -> str:
-        response = await client.get(f"/api/v1/documents/{document_id}")
-        if response.status_code != 200:
-            raise _fail(response)
-        return response.text
-
-    body = run_client(server, api_key, verbose, action)
-    sys.stdout.write(json.dumps(json.loads(body), indent=2, ensure_ascii=False) + "\n")
-
-
-@docs_app.command("rm")
-def docs_rm(
-    document_id: Annotated[str, typer.Argument(metavar="ID", help="The document's id.")],
-    server: ServerOpt = None,
-    api_key: KeyOpt = None,
-    verbose: VerboseOpt = 0,
-) -> None:
-    """Delete a document, its chunks and its stored file."""
-
-    async def action(client: httpx.AsyncClient) -> None:
-        response = await client.delete(f"/api/v1/documents/{document_id}")
-        if response.status_code != 204:
-            raise _fail(response)
-
-    run_client(server, api_key, verbose, action)
-    _notice(f"deleted {document_id}")
-
-
-# --- status -------------------------------------------------------------------------------------
-
-
-def status(
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
-    server: ServerOpt = None,
-    api_key: KeyOpt = None,
-    verbose: VerboseOpt = 0,
-) -> None:
-    """Server, database, workers, queue, your documents, model servers (exit 1: a part down)."""
-    from docqa.client import display_url
-
-    async def action(client: httpx.AsyncClient) -> dict[str, Any]:
-        response = await client.get("/api/v1/status")
-        if response.status_code != 200:
-            raise _fail(response)
-        report: dict[str, Any] = response.json()
-        return report
-
-    url = server
-    if not url:
-        from docqa.client import find_default_server
-
-        url = find_default_server()
-    report = run_client(url, api_key, verbose, action)
-    report["server"] = display_url(url) if url else None
-    if as_json:
-        sys.stdout.write(json.dumps(report, indent=2) + "\n")
-    else:
-        from docqa.cli_status import render_status
-
-        out().print(render_status(report))
-    raise typer.Exit(0 if _healthy(report) else 1)
-
-
-def _healthy(report: dict[str, Any]) -> bool:
-    db = report.get("database") or {}
-    models = [report.get("llm") or {}, report.get("embedding") or {}]
-    return bool(
-        db.get("reachable")
-        and db.get("schema_current")
-        and all(m.get("reachable", True) for m in models)
-    )

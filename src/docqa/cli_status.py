@@ -1,11 +1,18 @@
-"""How `docqa status` shows the report of `GET /api/v1/status` to a person."""
+"""`docqa status`: the report of `GET /api/v1/status`, for a person or as JSON."""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import sys
+from typing import TYPE_CHECKING, Annotated, Any
 
-from rich.table import Table
-from rich.text import Text
+import typer
+
+from docqa.cli_client import KeyOpt, ServerOpt, VerboseOpt, fail, out, run_client
+
+if TYPE_CHECKING:
+    import httpx
+    from rich.table import Table
 
 _OK, _BAD, _WARN = ("✓", "green"), ("✗", "red"), ("!", "yellow")
 
@@ -15,10 +22,14 @@ def _mark(ok: bool | None) -> tuple[str, str]:
 
 
 def _line(table: Table, name: str, mark: tuple[str, str], text: str) -> None:
+    from rich.text import Text
+
     table.add_row(Text(mark[0], style=mark[1]), Text(name, style="bold"), Text(text))
 
 
 def render_status(report: dict[str, Any]) -> Table:
+    from rich.table import Table
+
     table = Table.grid(padding=(0, 1))
     table.add_column(no_wrap=True)
     table.add_column(no_wrap=True)
@@ -80,3 +91,43 @@ def render_status(report: dict[str, Any]) -> Table:
             f"model {emb['model']} on the configured embedding server: {emb.get('detail', '')}",
         )
     return table
+
+
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    server: ServerOpt = None,
+    api_key: KeyOpt = None,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Server, database, workers, queue, your documents, model servers (exit 1: a part down)."""
+    from docqa.client import display_url
+
+    async def action(client: httpx.AsyncClient) -> dict[str, Any]:
+        response = await client.get("/api/v1/status")
+        if response.status_code != 200:
+            raise fail(response)
+        report: dict[str, Any] = response.json()
+        return report
+
+    url = server
+    if not url:
+        from docqa.client import find_default_server
+
+        url = find_default_server()
+    report = run_client(url, api_key, verbose, action)
+    report["server"] = display_url(url) if url else None
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+    else:
+        out().print(render_status(report))
+    raise typer.Exit(0 if _healthy(report) else 1)
+
+
+def _healthy(report: dict[str, Any]) -> bool:
+    db = report.get("database") or {}
+    models = [report.get("llm") or {}, report.get("embedding") or {}]
+    return bool(
+        db.get("reachable")
+        and db.get("schema_current")
+        and all(m.get("reachable", True) for m in models)
+    )

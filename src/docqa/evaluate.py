@@ -23,7 +23,7 @@ from typing import Any
 from rich.table import Table
 from sqlalchemy import delete, func, select
 
-from docqa.blobs import LocalBlobStore
+from docqa.blobs import make_blob_store
 from docqa.db import migrate
 from docqa.db.engine import Database, open_database
 from docqa.db.models import Document
@@ -264,11 +264,12 @@ async def run_eval(
         settings = settings.model_copy(update={"data_dir": Path(tmp)})
         db = await open_database(settings, pool_size=INGEST_CONCURRENCY + 1)
         owner_id = f"eval-{uuid.uuid4().hex[:12]}"
+        store = make_blob_store(settings, scope=owner_id)  # a folder of the run's own
         try:
             await asyncio.to_thread(migrate.upgrade, db.url)
             embedder = make_embedder(settings)
             await asyncio.to_thread(embedder.embed_query, "warm up")
-            rt = Runtime(settings, db, LocalBlobStore(settings.blob_dir), embedder, Tokenizer())
+            rt = Runtime(settings, db, store, embedder, Tokenizer())
             ingested = await ingest(rt, owner_id, dataset.documents, progress or _quiet)
             per_mode: dict[str, list[dict[str, float]]] = {}
             latencies: dict[str, list[float]] = {}
@@ -281,7 +282,11 @@ async def run_eval(
             if settings.database_url:
                 async with db.session() as session, session.begin():
                     await session.execute(delete(Document).where(Document.owner_id == owner_id))
-            await db.close()
+            try:
+                await store.delete_prefix("")
+            finally:
+                await store.aclose()
+                await db.close()
 
 
 def _quiet(stage: str, done: int, total: int) -> None:

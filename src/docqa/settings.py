@@ -33,6 +33,17 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=default_data_dir)
     max_upload_mb: int = Field(default=50, ge=1)
 
+    # Uploaded files (docs/storage.md). Unset S3 fields fall back to botocore's AWS_* variables.
+    blob_url: str | None = Field(
+        default=None, description="unset: DATA_DIR/blobs; s3://bucket/prefix or file:///path"
+    )
+    s3_endpoint_url: str | None = Field(default=None, description="MinIO, Ceph, R2, ...")
+    s3_region: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    s3_addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    s3_part_mb: int = Field(default=8, ge=5, le=512, description="multipart part size")
+
     llm_base_url: str | None = None
     llm_model: str = "default"
     llm_api_key: SecretStr = SecretStr("not-needed")

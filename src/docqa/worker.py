@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from docqa.blobs import LocalBlobStore
+from docqa.blobs import make_blob_store
 from docqa.db import migrate
 from docqa.db.engine import open_database
 from docqa.ingest.embed import Tokenizer, make_embedder
@@ -14,17 +14,17 @@ from docqa.settings import Settings
 
 
 async def worker_main(settings: Settings, name: str) -> None:
+    store = make_blob_store(settings)
     db = await open_database(settings, pool_size=4)
     try:
         if settings.migrate_on_start:
             await asyncio.to_thread(migrate.upgrade, db.url)
-        runtime = Runtime(
-            settings, db, LocalBlobStore(settings.blob_dir), make_embedder(settings), Tokenizer()
-        )
+        runtime = Runtime(settings, db, store, make_embedder(settings), Tokenizer())
         # Load the model before taking jobs, so the first job's timings are the job's own.
         await asyncio.to_thread(runtime.embedder.embed_query, "warm up")
         jobs = build_job_app(settings, db.url)
         async with jobs.open_async():
             await run_worker(jobs, runtime, install_signal_handlers=True, name=name)
     finally:
+        await store.aclose()
         await db.close()

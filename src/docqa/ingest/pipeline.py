@@ -17,12 +17,13 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 
-from docqa.blobs import BlobStore
+from docqa.blobs import BlobNotFound, BlobStore
 from docqa.db.engine import Database
 from docqa.db.models import Chunk, Document, Page
 from docqa.documents import set_progress
@@ -126,11 +127,22 @@ async def mark_failed(db: Database, pk: uuid.UUID, code: str, message: str) -> N
 async def _extract_and_index(
     rt: Runtime, doc: Document, timings: dict[str, float]
 ) -> tuple[list[ExtractedPage], list[ChunkSpec]]:
+    # Extraction reads a file: the blob itself on local storage, a temporary download on S3.
+    # Only the store raises BlobNotFound, and the file is read only inside the block.
+    try:
+        async with rt.store.local_copy(doc.blob_key) as path:
+            return await _extract_and_index_file(rt, doc, path, timings)
+    except BlobNotFound:
+        raise ExtractionFailed(
+            "file_missing", "The uploaded file is no longer in storage."
+        ) from None
+
+
+async def _extract_and_index_file(
+    rt: Runtime, doc: Document, path: Path, timings: dict[str, float]
+) -> tuple[list[ExtractedPage], list[ChunkSpec]]:
     """Extract in a child process, chunk pages as they arrive, and embed and write batches as
     soon as they fill. Returns every page and chunk; raises `ExtractionFailed`."""
-    path = rt.store.local_path(doc.blob_key)
-    if path is None or not path.exists():
-        raise ExtractionFailed("file_missing", "The uploaded file is no longer in storage.")
     limits = Limits(
         rt.settings.max_pages, rt.settings.extract_timeout_s, rt.settings.extract_memory_mb
     )
