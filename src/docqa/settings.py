@@ -90,6 +90,18 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="a dead process's answer streams stop counting after this"
     )
 
+    # Request limits (docs/hardening.md): every body is bounded and timed as it streams.
+    max_json_kb: int = Field(default=256, ge=1, description="any request body but an upload")
+    body_timeout_s: float = Field(
+        default=30.0, gt=0, description="a client that sends no body bytes this long gets 408"
+    )
+    max_header_kb: int = Field(
+        default=16, ge=1, description="`docqa serve`: request line and headers together"
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None, description="with DOCQA_AUTH=keys, /metrics needs `Bearer <token>`"
+    )
+
     log_level: str = "INFO"
     log_json: bool | None = Field(
         default=None, description="JSON log lines; unset: JSON unless stderr is a terminal"
