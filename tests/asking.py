@@ -57,10 +57,10 @@ def write_pdf(folder: Path, name: str, pages: list[str]) -> Path:
 
 def extracted_pages(path: Path) -> dict[int, str]:
     """The page texts exactly as docqa's own reader extracts them."""
-    from docqa.ingest.readers import count_pages_pdf, read_pdf
+    from docqa.formats import pdf
+    from docqa.formats.page import ReadContext
 
-    pdf, total = count_pages_pdf(path)
-    return dict(read_pdf(pdf, total))
+    return {page.number: page.text for page in pdf.read(path, ReadContext(max_pages=100))}
 
 
 async def upload_ready(client: httpx.AsyncClient, path: Path, prefix: str = "ask") -> Doc:

@@ -12,9 +12,10 @@ import pytest
 
 from docqa.blobs import LocalBlobStore
 from docqa.errors import BadUpload, EmptyFile, ExtractionFailed, UnsupportedType, UploadTooLarge
+from docqa.formats.page import Page
 from docqa.ingest.chunk import chunk_pages
 from docqa.ingest.embed import MODEL_MAX_TOKENS, Tokenizer
-from docqa.ingest.extract import ExtractedPage, Limits, check_has_text, extract_pages
+from docqa.ingest.extract import Limits, check_has_text, extract_pages
 from docqa.upload import check_content_length, claimed_kind, receive_upload
 
 BOUNDARY = "unit-boundary"
@@ -105,7 +106,7 @@ def test_claimed_kind_from_name_and_type() -> None:
 def test_chunks_fit_the_model_and_keep_their_page() -> None:
     tokenizer = Tokenizer()
     sentence = "The quarterly revenue of the company grew by eleven percent in Europe. "
-    pages = [ExtractedPage(1, sentence * 60), ExtractedPage(2, "Short page."), ExtractedPage(3, "")]
+    pages = [Page(1, sentence * 60), Page(2, "Short page."), Page(3, "")]
     chunks = chunk_pages(pages, tokenizer, max_tokens=120, overlap=16)
     assert [c.seq for c in chunks] == list(range(len(chunks)))
     assert {c.page_no for c in chunks} == {1, 2}
@@ -123,9 +124,9 @@ def test_chunks_fit_the_model_and_keep_their_page() -> None:
 
 def test_image_only_documents_have_no_text() -> None:
     with pytest.raises(ExtractionFailed) as info:
-        check_has_text([ExtractedPage(1, ""), ExtractedPage(2, " 2 ")])
+        check_has_text([Page(1, ""), Page(2, " 2 ")])
     assert info.value.code == "no_text"
-    check_has_text([ExtractedPage(1, "Hello, world!")])
+    check_has_text([Page(1, "Hello, world!")])
 
 
 def test_extraction_limits_pages_and_time(tmp_path: Path, shared_data: Path) -> None:
@@ -138,7 +139,7 @@ def test_extraction_limits_pages_and_time(tmp_path: Path, shared_data: Path) -> 
         extract_pages(big, "pdf", Limits(max_pages=5000, timeout_s=0.05, memory_mb=1024))
     assert info.value.code == "timeout"
     pages = extract_pages(pdf, "pdf", Limits(max_pages=10, timeout_s=30, memory_mb=1024))
-    assert [p.page_no for p in pages] == [1, 2, 3, 4]
+    assert [p.number for p in pages] == [1, 2, 3, 4]
 
 
 def test_extraction_memory_budget(tmp_path: Path, shared_data: Path) -> None:

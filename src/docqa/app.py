@@ -15,6 +15,7 @@ from docqa.api import ask as ask_api
 from docqa.api import documents as documents_api
 from docqa.api import health as health_api
 from docqa.api import metrics as metrics_api
+from docqa.api import pages as pages_api
 from docqa.api import status as status_api
 from docqa.api.errors import RequestIdMiddleware, install_error_handlers
 from docqa.api.metrics import RequestMetricsMiddleware
@@ -106,3 +107,4 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ask_api.router)
     install_web(app)
     return app
+    app.include_router(pages_api.router)

@@ -58,6 +58,11 @@ class DocumentIdTaken(DocqaError):
     status_code = 409
     code = "document_id_taken"
 
+class PageNotFound(DocqaError):
+    status_code = 404
+    code = "page_not_found"
+
+
 
 class InvalidRequest(DocqaError):
     status_code = 422

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from docqa.upload import CANONICAL_TYPES, KIND_BY_EXTENSION
+from docqa import formats
 
 Kind = Literal["beir", "pageqa"]
 PAGE_KS = (1, 3, 5, 10)
@@ -46,7 +46,7 @@ class EvalDocument:
 
     @property
     def content_type(self) -> str:
-        return CANONICAL_TYPES[self.kind]
+        return formats.get(self.kind).media_type
 
     def read(self) -> bytes:
         if self.path is not None:
@@ -168,12 +168,12 @@ def load_pageqa(folder: Path, limit_docs: int | None = None) -> Dataset:
     documents = []
     for name in names:
         path = doc_dir / name
-        kind = KIND_BY_EXTENSION.get(path.suffix.lower())
-        if kind is None:
+        fmt = formats.by_extension(path.name)
+        if fmt is None:
             raise DatasetError(f"{path}: docqa does not read this kind of file")
         if not path.is_file():
             raise DatasetError(f"{path} is missing")
-        documents.append(EvalDocument(name, name, kind, path=path))
+        documents.append(EvalDocument(name, name, fmt.kind, path=path))
     kept = set(names)
     queries = [q for q in queries if q.document in kept]
     return Dataset(folder.name, "pageqa", documents, queries)

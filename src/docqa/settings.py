@@ -68,6 +68,15 @@ class Settings(BaseSettings):
     max_pages: int = Field(default=2000, ge=1)
     extract_timeout_s: float = Field(default=300.0, gt=0)
     extract_memory_mb: int = Field(default=2048, ge=256)
+    ocr: Literal["on", "off"] = Field(
+        default="on", description="recognise pages without a usable text layer with Tesseract"
+    )
+    ocr_languages: str = Field(
+        default="eng", description="Tesseract languages, joined by '+' (e.g. eng+deu)"
+    )
+    ocr_timeout_s_per_page: float = Field(
+        default=30.0, gt=0, description="more reading time granted per page that needs OCR"
+    )
 
     worker: bool = Field(default=True, description="run an in-process worker inside `serve`")
     migrate_on_start: bool = Field(default=True, description="apply migrations when starting")

@@ -9,6 +9,7 @@ from typing import Any
 from pgvector.sqlalchemy import Vector
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Computed,
     DateTime,
@@ -89,6 +90,11 @@ class Page(Base):
     )
     page_no: Mapped[int] = mapped_column(Integer, primary_key=True)
     text: Mapped[str] = mapped_column(Text, nullable=False)
+    ocr: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")
+    tables: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    heading: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
+    # [[start, end, x0, y0, x1, y1], ...]: runs of `text` and their boxes in page fractions.
+    words: Mapped[list[list[float]] | None] = mapped_column(JSONB)
 
 
 class Chunk(Base):
@@ -107,6 +113,9 @@ class Chunk(Base):
     char_end: Mapped[int] = mapped_column(Integer, nullable=False)
     token_count: Mapped[int] = mapped_column(Integer, nullable=False)
     text: Mapped[str] = mapped_column(Text, nullable=False)
+    heading: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
+    # [[x0, y0, x1, y1], ...]: where the chunk's span sits on its page (None: no page image).
+    rects: Mapped[list[list[float]] | None] = mapped_column(JSONB)
     embedding: Mapped[Any] = mapped_column(Vector(EMBEDDING_DIM), nullable=False)
     tsv: Mapped[Any] = mapped_column(
         TSVECTOR, Computed("to_tsvector('english', text)", persisted=True)

@@ -3,6 +3,10 @@
 A hostile file can make a parser spin, allocate without bound or crash outright. Extraction
 therefore runs in a child process (from a `forkserver`, so no server state is inherited) with an
 address-space limit, and the parent kills it when its time is up. The worker itself never dies.
+
+The child runs the format's reader (`docqa.formats`) and streams what it reports over a pipe:
+the page count once known, each page as it is read, the progress of slow stages (OCR), and
+requests for more time when it finds slow work (pages to recognise), granted up to a cap.
 """
 
 from __future__ import annotations
@@ -17,11 +21,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from docqa import formats
 from docqa.errors import ExtractionFailed
-from docqa.ingest import readers
+from docqa.formats.page import Page, ReadContext, check_page_count
 
 _context_lock = threading.Lock()
 _context: multiprocessing.context.ForkServerContext | None = None
+# Modules every extraction needs, imported once by the fork server instead of by every child.
+PRELOAD = ["docqa.formats.pdf", "docqa.formats.page", "pypdfium2", "docx", "bs4", "lxml"]
 
 
 @dataclass(frozen=True)
@@ -29,15 +36,18 @@ class Limits:
     max_pages: int
     timeout_s: float
     memory_mb: int
+    # More time the reader may ask for (pages to recognise), in all; 0: none.
+    max_extra_s: float = 0.0
 
 
 @dataclass(frozen=True)
-class ExtractedPage:
-    page_no: int
-    text: str
+class ReadOptions:
+    ocr: bool = True
+    ocr_languages: str = "eng"
 
 
-ProgressCallback = Callable[[int, int], None]
+# (stage, done, total): "extracting" counts pages read, "ocr" pages recognised.
+ProgressCallback = Callable[[str, int, int], None]
 
 
 def _mp_context() -> multiprocessing.context.ForkServerContext:
@@ -45,28 +55,32 @@ def _mp_context() -> multiprocessing.context.ForkServerContext:
     with _context_lock:
         if _context is None:
             ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(["docqa.ingest.readers", "pypdfium2", "docx", "bs4", "lxml"])
+            ctx.set_forkserver_preload(PRELOAD)
             _context = ctx
         return _context
 
 
 def _child(
-    conn: multiprocessing.connection.Connection, path: str, kind: str, limits: Limits
+    conn: multiprocessing.connection.Connection,
+    path: str,
+    kind: str,
+    limits: Limits,
+    options: ReadOptions,
 ) -> None:
     """Entry point of the extraction process: stream pages back over `conn`."""
     limit = limits.memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    ctx = ReadContext(
+        max_pages=limits.max_pages,
+        ocr=options.ocr,
+        ocr_languages=options.ocr_languages,
+        report=conn.send,
+    )
     try:
-        if kind == "pdf":
-            pdf, total = readers.count_pages_pdf(Path(path))
-            _check_pages(total, limits.max_pages)
-            conn.send(("total", total))
-            for page_no, text in readers.read_pdf(pdf, total):
-                conn.send(("page", page_no, text))
-        else:
-            for page_no, text in readers.read_sections(Path(path), kind):
-                _check_pages(page_no, limits.max_pages)
-                conn.send(("page", page_no, text))
+        read = formats.get(kind).reader()
+        for page in read(Path(path), ctx):
+            check_page_count(page.number, limits.max_pages)
+            conn.send(("page", page))
         conn.send(("end",))
     except ExtractionFailed as exc:
         conn.send(("failed", exc.code, exc.message))
@@ -78,16 +92,12 @@ def _child(
         conn.close()
 
 
-def _check_pages(count: int, max_pages: int) -> None:
-    if count > max_pages:
-        raise ExtractionFailed(
-            "too_many_pages",
-            f"This document has more than {max_pages} pages, the most docqa accepts.",
-        )
-
-
 def _memory_message(limits: Limits) -> str:
     return f"Reading this file needed more than the {limits.memory_mb} MB of memory allowed."
+
+
+def _timeout_message(allowed_s: float) -> str:
+    return f"Reading this file took longer than the {allowed_s:g} seconds allowed."
 
 
 def extract_pages(
@@ -95,8 +105,9 @@ def extract_pages(
     kind: str,
     limits: Limits,
     on_progress: ProgressCallback | None = None,
-    on_page: Callable[[ExtractedPage], None] | None = None,
-) -> list[ExtractedPage]:
+    on_page: Callable[[Page], None] | None = None,
+    options: ReadOptions | None = None,
+) -> list[Page]:
     """Extract every page of `path`; blocking, so call it from a thread.
 
     `on_page` sees each page as it arrives, so later stages can start before the last page.
@@ -105,22 +116,23 @@ def extract_pages(
     ctx = _mp_context()
     receiver, sender = ctx.Pipe(duplex=False)
     process = ctx.Process(
-        target=_child, args=(sender, str(path), kind, limits), name="docqa-extract", daemon=True
+        target=_child,
+        args=(sender, str(path), kind, limits, options or ReadOptions()),
+        name="docqa-extract",
+        daemon=True,
     )
     process.start()
     sender.close()
-    deadline = time.monotonic() + limits.timeout_s
-    pages: list[ExtractedPage] = []
+    allowed = limits.timeout_s
+    started = time.monotonic()
+    pages: list[Page] = []
     total = 0
     try:
         while True:
-            remaining = deadline - time.monotonic()
+            remaining = started + allowed - time.monotonic()
             # poll() is also true at end of file, so a dead child falls through to recv().
             if remaining <= 0 or not receiver.poll(remaining):
-                raise ExtractionFailed(
-                    "timeout",
-                    f"Reading this file took longer than the {limits.timeout_s:g} seconds allowed.",
-                )
+                raise ExtractionFailed("timeout", _timeout_message(allowed))
             try:
                 message = receiver.recv()
             except EOFError:
@@ -130,14 +142,20 @@ def extract_pages(
                 case ("total", int(n)):
                     total = n
                     if on_progress:
-                        on_progress(0, total)
-                case ("page", int(page_no), str(text)):
-                    page = ExtractedPage(page_no, text)
+                        on_progress("extracting", 0, total)
+                case ("page", Page() as page):
                     pages.append(page)
                     if on_page:
                         on_page(page)
                     if on_progress:
-                        on_progress(len(pages), total)
+                        on_progress("extracting", len(pages), max(total, len(pages)))
+                case ("stage", str(stage), int(done), int(of)):
+                    if on_progress:
+                        on_progress(stage, done, of)
+                case ("budget", float(seconds) | int(seconds)):
+                    allowed = min(
+                        allowed + max(0.0, seconds), limits.timeout_s + limits.max_extra_s
+                    )
                 case ("failed", str(code), str(text)):
                     raise ExtractionFailed(code, text)
                 case ("end",):
@@ -159,7 +177,7 @@ def _died(exitcode: int | None, limits: Limits) -> ExtractionFailed:
     return ExtractionFailed("corrupt", "This file is damaged or malformed, so it cannot be read.")
 
 
-def check_has_text(pages: list[ExtractedPage]) -> None:
+def check_has_text(pages: list[Page]) -> None:
     """Fail documents that are (nearly) all images: fewer than 4 letters or digits per page."""
     alnum = sum(sum(c.isalnum() for c in p.text) for p in pages)
     if not pages or alnum < 4 * len(pages):

@@ -25,19 +25,25 @@ from sqlalchemy.dialects.postgresql import insert
 
 from docqa.blobs import BlobNotFound, BlobStore
 from docqa.db.engine import Database
-from docqa.db.models import Chunk, Document, Page
+from docqa.db.models import Chunk, Document
+from docqa.db.models import Page as PageRow
 from docqa.documents import set_progress
 from docqa.errors import ExtractionFailed
-from docqa.ingest.chunk import ChunkSpec, chunk_page
+from docqa.formats.geometry import rects_for_span
+from docqa.formats.page import Page
+from docqa.ingest.chunk import ChunkSpec, chunk_page, heading_at
 from docqa.ingest.embed import Embedder, Tokenizer, Vectors
-from docqa.ingest.extract import ExtractedPage, Limits, check_has_text, extract_pages
+from docqa.ingest.extract import Limits, ReadOptions, check_has_text, extract_pages
 from docqa.search.index import index_terms
 from docqa.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# Share of the progress bar each stage fills. Embedding dominates the time, so it gets most.
-EXTRACT_SHARE, CHUNK_SHARE, EMBED_SHARE = 10.0, 2.0, 87.0
+# Share of the progress bar for reading the file (pages read, or recognised where OCR runs) and
+# for embedding; the rest is indexing at the end. Reading and embedding overlap.
+READ_SHARE, OCR_READ_SHARE, DONE_SHARE = 10.0, 60.0, 99.0
+# Progress is written at most this often...
+PROGRESS_EVERY_S = 0.25
 
 
 @dataclass
@@ -52,10 +58,46 @@ class Runtime:
 
 
 @dataclass
-class _ExtractProgress:
-    done: int = 0
-    total: int = 0
+class _Progress:
+    """Where one document's processing stands. Reading and embedding overlap, so the bar is a
+    blend of both: the share of the file read, and the share of its chunks embedded out of those
+    expected (the chunks so far, scaled by the share read). It never moves backwards."""
+
+    pages_done: int = 0
+    pages_total: int = 0
+    ocr_done: int = 0
+    ocr_total: int = 0
+    read: bool = False  # every page is in
+    chunks: int = 0  # chunks cut so far
+    written: int = 0  # chunks embedded and stored (this attempt's and earlier ones')
+    percent: float = 0.0
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def read_share(self) -> float:
+        if self.read:
+            return 1.0
+        if self.ocr_total:
+            return self.ocr_done / self.ocr_total
+        return self.pages_done / self.pages_total if self.pages_total else 0.0
+
+    def view(self) -> dict[str, Any]:
+        read = self.read_share()
+        expected = self.chunks if self.read or read <= 0 else self.chunks / read
+        embedded = min(1.0, self.written / expected) if expected else 0.0
+        reading = OCR_READ_SHARE if self.ocr_total else READ_SHARE
+        self.percent = max(self.percent, reading * read + (DONE_SHARE - reading) * embedded)
+        if self.read:
+            stage, done, total = "embedding", self.written, self.chunks
+        elif self.ocr_total and self.ocr_done < self.ocr_total:
+            stage, done, total = "ocr", self.ocr_done, self.ocr_total
+        else:
+            stage, done, total = "extracting", self.pages_done, self.pages_total
+        return {
+            "stage": stage,
+            "progress_done": done,
+            "progress_total": max(total, done),
+            "percent": round(self.percent, 2),
+        }
 
 
 async def process_document(rt: Runtime, pk: uuid.UUID) -> str:
@@ -126,7 +168,7 @@ async def mark_failed(db: Database, pk: uuid.UUID, code: str, message: str) -> N
 
 async def _extract_and_index(
     rt: Runtime, doc: Document, timings: dict[str, float]
-) -> tuple[list[ExtractedPage], list[ChunkSpec]]:
+) -> tuple[list[Page], list[ChunkSpec]]:
     # Extraction reads a file: the blob itself on local storage, a temporary download on S3.
     # Only the store raises BlobNotFound, and the file is read only inside the block.
     try:
@@ -140,26 +182,37 @@ async def _extract_and_index(
 
 async def _extract_and_index_file(
     rt: Runtime, doc: Document, path: Path, timings: dict[str, float]
-) -> tuple[list[ExtractedPage], list[ChunkSpec]]:
+) -> tuple[list[Page], list[ChunkSpec]]:
     """Extract in a child process, chunk pages as they arrive, and embed and write batches as
     soon as they fill. Returns every page and chunk; raises `ExtractionFailed`."""
+    settings = rt.settings
     limits = Limits(
-        rt.settings.max_pages, rt.settings.extract_timeout_s, rt.settings.extract_memory_mb
+        settings.max_pages,
+        settings.extract_timeout_s,
+        settings.extract_memory_mb,
+        max_extra_s=settings.ocr_timeout_s_per_page * settings.max_pages,
     )
+    options = ReadOptions(ocr=settings.ocr == "on", ocr_languages=settings.ocr_languages)
     loop = asyncio.get_running_loop()
-    progress = _ExtractProgress()
-    arrived: asyncio.Queue[ExtractedPage | None] = asyncio.Queue()
+    progress = _Progress()
+    arrived: asyncio.Queue[Page | None] = asyncio.Queue()
 
-    def on_progress(done: int, total: int) -> None:
-        progress.done, progress.total = done, total
-        loop.call_soon_threadsafe(progress.changed.set)
+    def on_progress(stage: str, done: int, total: int) -> None:
+        def update() -> None:
+            if stage == "ocr":
+                progress.ocr_done, progress.ocr_total = done, total
+            else:
+                progress.pages_done, progress.pages_total = done, total
+            progress.changed.set()
 
-    def on_page(page: ExtractedPage) -> None:
+        loop.call_soon_threadsafe(update)
+
+    def on_page(page: Page) -> None:
         loop.call_soon_threadsafe(arrived.put_nowait, page)
 
     t0 = time.perf_counter()
     extraction = asyncio.ensure_future(
-        asyncio.to_thread(extract_pages, path, doc.kind, limits, on_progress, on_page)
+        asyncio.to_thread(extract_pages, path, doc.kind, limits, on_progress, on_page, options)
     )
     ended: list[float] = []
 
@@ -169,33 +222,43 @@ async def _extract_and_index_file(
         arrived.put_nowait(None)
 
     extraction.add_done_callback(extraction_done)
-    ticker = asyncio.ensure_future(_report_extraction(rt, doc, extraction, progress))
-    chunks: list[ChunkSpec] = []
     stored = await _stored_seqs(rt, doc.pk)
-    indexer = _Indexer(rt, doc, stored, chunks)
-    size = rt.settings.embedding_batch_size
+    progress.written = len(stored)
+    ticker = asyncio.ensure_future(_report_progress(rt, doc, progress))
+    chunks: list[ChunkSpec] = []
+    pages: dict[int, Page] = {}
+    indexer = _Indexer(rt, doc, stored, progress)
+    size = settings.embedding_batch_size
     chunk_s = 0.0
     try:
         while (page := await arrived.get()) is not None:
             t = time.perf_counter()
-            for start, end, tokens in chunk_page(
-                page, rt.tokenizer, rt.settings.chunk_tokens, rt.settings.chunk_overlap_tokens
+            pages[page.number] = page
+            for piece in chunk_page(
+                page, rt.tokenizer, settings.chunk_tokens, settings.chunk_overlap_tokens
             ):
                 chunks.append(
-                    ChunkSpec(len(chunks), page.page_no, start, end, page.text[start:end], tokens)
+                    ChunkSpec(
+                        len(chunks),
+                        page.number,
+                        piece.char_start,
+                        piece.char_end,
+                        piece.text,
+                        piece.tokens,
+                        heading_at(page, piece.char_start),
+                    )
                 )
+            progress.chunks = len(chunks)
             chunk_s += time.perf_counter() - t
             while len(chunks) - indexer.queued >= size:
-                await indexer.add(chunks[indexer.queued : indexer.queued + size])
-        # Every page is chunked: page progress stops, and from here on batches report
-        # done/total chunks (a late page-progress write would move the bar backwards).
-        await _stop(ticker)
-        indexer.all_chunked = True
-        pages = extraction.result()
+                await indexer.add(chunks[indexer.queued : indexer.queued + size], pages)
+        every_page = extraction.result()
+        progress.read = True
+        progress.changed.set()
         timings["extract_s"] = ended[0] - t0
-        check_has_text(pages)
+        check_has_text(every_page)
         if indexer.queued < len(chunks):
-            await indexer.add(chunks[indexer.queued :])
+            await indexer.add(chunks[indexer.queued :], pages)
         await indexer.finish()
     finally:
         await _stop(ticker)
@@ -207,7 +270,7 @@ async def _extract_and_index_file(
     timings["embed_s"] = indexer.embed_s
     timings["write_s"] = indexer.write_s
     timings["chunks_embedded"] = float(indexer.embedded)
-    return pages, chunks
+    return every_page, chunks
 
 
 async def _stop(task: asyncio.Future[Any]) -> None:
@@ -216,44 +279,28 @@ async def _stop(task: asyncio.Future[Any]) -> None:
         await task
 
 
-async def _report_extraction(
-    rt: Runtime, doc: Document, extraction: asyncio.Future[Any], progress: _ExtractProgress
-) -> None:
-    """Write page progress at most every 0.25 s while extraction runs."""
-    while not extraction.done():
-        await asyncio.wait([extraction], timeout=0.25)
-        if progress.changed.is_set() and not extraction.done():
-            progress.changed.clear()
-            share = progress.done / progress.total if progress.total else 0.0
-            async with rt.db.session() as session, session.begin():
-                await set_progress(
-                    session,
-                    doc.pk,
-                    progress_done=progress.done,
-                    progress_total=progress.total,
-                    percent=EXTRACT_SHARE * share,
-                )
+async def _report_progress(rt: Runtime, doc: Document, progress: _Progress) -> None:
+    """Write the document's progress whenever it changes, at most every `PROGRESS_EVERY_S`."""
+    while True:
+        await progress.changed.wait()
+        progress.changed.clear()
+        async with rt.db.session() as session, session.begin():
+            count = select(func.count()).where(Chunk.document_pk == doc.pk).scalar_subquery()
+            await set_progress(session, doc.pk, chunk_count=count, **progress.view())
+        await asyncio.sleep(PROGRESS_EVERY_S)
 
 
 class _Indexer:
     """Embeds batches on a thread and writes each one while the next is embedded."""
 
-    def __init__(
-        self,
-        rt: Runtime,
-        doc: Document,
-        stored: set[int],
-        chunks: list[ChunkSpec],
-    ) -> None:
-        self.rt, self.doc, self.stored, self.chunks = rt, doc, stored, chunks
+    def __init__(self, rt: Runtime, doc: Document, stored: set[int], progress: _Progress) -> None:
+        self.rt, self.doc, self.stored, self.progress = rt, doc, stored, progress
         self.queued = 0
-        self.all_chunked = False
-        self.written = len(stored)
         self.embedded = 0
         self.write_s = 0.0
         self._first_embed: float | None = None
         self._last_embed = 0.0
-        self._pending: tuple[list[ChunkSpec], asyncio.Future[Vectors]] | None = None
+        self._pending: tuple[list[dict[str, Any]], asyncio.Future[Vectors]] | None = None
 
     @property
     def embed_s(self) -> float:
@@ -267,26 +314,34 @@ class _Indexer:
         self._last_embed = time.perf_counter()
         return vectors
 
-    async def add(self, batch: list[ChunkSpec]) -> None:
+    async def add(self, batch: list[ChunkSpec], pages: dict[int, Page]) -> None:
         self.queued += len(batch)
-        if all(c.seq in self.stored for c in batch):
+        todo = [c for c in batch if c.seq not in self.stored]
+        if not todo:
             return  # written by an earlier attempt
-        started = asyncio.ensure_future(self._embed(batch))
-        self.embedded += len(batch)
+        rows = [_chunk_row(self.doc, c, pages[c.page_no]) for c in todo]
+        started = asyncio.ensure_future(self._embed(todo))
+        self.embedded += len(todo)
         await self._flush()
-        self._pending = (batch, started)
+        self._pending = (rows, started)
 
     async def _flush(self) -> None:
         if self._pending is None:
             return
-        batch, future = self._pending
+        rows, future = self._pending
         self._pending = None
         vectors = await future
         t = time.perf_counter()
-        self.written += len(batch)
-        # The total is known once every page has been chunked.
-        total = len(self.chunks) if self.all_chunked else None
-        await _write_batch(self.rt, self.doc, batch, vectors, self.written, total)
+        for row, vector in zip(rows, vectors, strict=True):
+            row["embedding"] = vector
+        async with self.rt.db.session() as session, session.begin():
+            await session.execute(
+                insert(Chunk)
+                .values(rows)
+                .on_conflict_do_nothing(constraint="uq_chunks_document_seq")
+            )
+        self.progress.written += len(rows)
+        self.progress.changed.set()
         self.write_s += time.perf_counter() - t
 
     async def finish(self) -> None:
@@ -300,13 +355,42 @@ class _Indexer:
             self._pending = None
 
 
-async def _store_pages(rt: Runtime, doc: Document, pages: list[ExtractedPage]) -> None:
+def _chunk_row(doc: Document, chunk: ChunkSpec, page: Page) -> dict[str, Any]:
+    # Formats without page images have no words, so no rectangles to show: [].
+    rects = rects_for_span(page.words, chunk.char_start, chunk.char_end) if page.words else []
+    return {
+        "document_pk": doc.pk,
+        "owner_id": doc.owner_id,
+        "seq": chunk.seq,
+        "page_start": chunk.page_no,
+        "page_end": chunk.page_no,
+        "char_start": chunk.char_start,
+        "char_end": chunk.char_end,
+        "token_count": chunk.token_count,
+        "text": chunk.text,
+        "heading": chunk.heading,
+        "rects": rects,
+    }
+
+
+async def _store_pages(rt: Runtime, doc: Document, pages: list[Page]) -> None:
     async with rt.db.session() as session, session.begin():
-        await session.execute(delete(Page).where(Page.document_pk == doc.pk))
+        await session.execute(delete(PageRow).where(PageRow.document_pk == doc.pk))
         if pages:
             await session.execute(
-                insert(Page),
-                [{"document_pk": doc.pk, "page_no": p.page_no, "text": p.text} for p in pages],
+                insert(PageRow),
+                [
+                    {
+                        "document_pk": doc.pk,
+                        "page_no": p.number,
+                        "text": p.text,
+                        "ocr": p.ocr,
+                        "tables": len(p.tables),
+                        "heading": p.heading,
+                        "words": [list(w) for w in p.words] if p.words else None,
+                    }
+                    for p in pages
+                ],
             )
         await set_progress(session, doc.pk, page_count=len(pages))
 
@@ -315,45 +399,3 @@ async def _stored_seqs(rt: Runtime, pk: uuid.UUID) -> set[int]:
     async with rt.db.session() as session:
         result = await session.execute(select(Chunk.seq).where(Chunk.document_pk == pk))
         return set(result.scalars())
-
-
-async def _write_batch(
-    rt: Runtime,
-    doc: Document,
-    batch: list[ChunkSpec],
-    vectors: Vectors,
-    done: int,
-    total: int | None,
-) -> None:
-    rows: list[dict[str, Any]] = [
-        {
-            "document_pk": doc.pk,
-            "owner_id": doc.owner_id,
-            "seq": c.seq,
-            "page_start": c.page_no,
-            "page_end": c.page_no,
-            "char_start": c.char_start,
-            "char_end": c.char_end,
-            "token_count": c.token_count,
-            "text": c.text,
-            "embedding": vector,
-        }
-        for c, vector in zip(batch, vectors, strict=True)
-    ]
-    async with rt.db.session() as session, session.begin():
-        await session.execute(
-            insert(Chunk).values(rows).on_conflict_do_nothing(constraint="uq_chunks_document_seq")
-        )
-        count = select(func.count()).where(Chunk.document_pk == doc.pk).scalar_subquery()
-        if total is None:  # still extracting: the page progress stays on the bar
-            await set_progress(session, doc.pk, chunk_count=count)
-        else:
-            await set_progress(
-                session,
-                doc.pk,
-                stage="embedding",
-                progress_done=done,
-                progress_total=total,
-                chunk_count=count,
-                percent=EXTRACT_SHARE + CHUNK_SHARE + EMBED_SHARE * done / max(total, 1),
-            )
