@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import psycopg
@@ -26,6 +27,13 @@ from docqa.settings import Settings
 from tests.gateway import Nginx, nginx_binary, start_nginx
 from tests.mock_llm import MockLLM
 from tests.stack import Proc, free_port, new_database, run_docqa, stack_env, wait_http
+
+if TYPE_CHECKING:
+    from tests.s3server import S3Server
+
+# The `s3_server` fixture, for `s3_cluster` (registered as a plugin, not imported, so that
+# pytest rewrites its asserts).
+pytest_plugins = ["tests.s3server"]
 
 # Per key. Low enough for the tests to reach, high enough for every other test's traffic.
 ASKS_PER_MINUTE = 8
@@ -47,6 +55,7 @@ class Cluster:
     admin_key: str
     procs: dict[str, Proc] = field(default_factory=dict)
     keys: list[str] = field(default_factory=list)
+    bucket: str | None = None  # set when the blobs are in S3 (`s3_cluster`), under "blobs/"
 
     async def new_key(self, name: str, owner: str | None = None) -> auth.NewKey:
         """A fresh key (a new owner unless `owner` is given), made through the key service."""
@@ -107,7 +116,15 @@ def _wait_workers(url: str, count: int, procs: list[Proc], timeout: float = 90) 
     raise TimeoutError("the workers did not register")
 
 
-def start_cluster(session_url: str, mock: MockLLM, base: Path, log_dir: Path) -> Cluster:
+def start_cluster(
+    session_url: str,
+    mock: MockLLM,
+    base: Path,
+    log_dir: Path,
+    *,
+    shared_data_dir: bool = True,
+    **extra_env: str,
+) -> Cluster:
     password = f"pw-{uuid.uuid4().hex}"
     # The test server trusts local connections, so the password is never checked; it is there
     # so that the tests can prove no process ever logs it.
@@ -124,17 +141,24 @@ def start_cluster(session_url: str, mock: MockLLM, base: Path, log_dir: Path) ->
         DOCQA_RATE_UPLOADS_PER_MINUTE=str(UPLOADS_PER_MINUTE),
         DOCQA_RATE_CONCURRENT_STREAMS=str(CONCURRENT_STREAMS),
         DOCQA_STREAM_LEASE_S=str(STREAM_LEASE_S),
+        **extra_env,
     )
     admin_key = cli_create_key(env, "cluster-admin")
+
+    def own(name: str) -> dict[str, str]:
+        # Without a shared data directory, processes share files only through the blob store.
+        return env if shared_data_dir else env | {"DOCQA_DATA_DIR": str(data_dir / name)}
+
     procs: dict[str, Proc] = {}
     try:
         for name in WORKERS:
-            procs[name] = Proc(["worker", "--name", name], env, log_dir / f"{name}.log").start()
+            procs[name] = Proc(["worker", "--name", name], own(name), log_dir / f"{name}.log")
+            procs[name].start()
         ports = [free_port(), free_port()]
         for i, port in enumerate(ports, 1):
             procs[f"api-{i}"] = Proc(
                 ["serve", "--host", "127.0.0.1", "--port", str(port)],
-                env | {"DOCQA_WORKER": "false"},
+                own(f"api-{i}") | {"DOCQA_WORKER": "false"},
                 log_dir / f"cluster-api-{i}.log",
             ).start()
         apis = [f"http://127.0.0.1:{port}" for port in ports]
@@ -172,6 +196,28 @@ def cluster(
     log_dir = Path(os.environ.get("DOCQA_TEST_LOG_DIR") or base / "logs") / "cluster"
     log_dir.mkdir(parents=True, exist_ok=True)
     running = start_cluster(pg_server_url, mock_llm, base, log_dir)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_cluster(
+    tmp_path_factory: pytest.TempPathFactory,
+    mock_llm: MockLLM,
+    pg_server_url: str,
+    s3_server: S3Server,
+) -> Iterator[Cluster]:
+    """The same cluster with its blobs in a bucket of its own on the S3 server, and no volume
+    shared between its processes' data directories: each process gets a directory of its own."""
+    if os.environ.get("DOCQA_TEST_BASE_URL"):
+        pytest.skip("the scaled-out cluster runs local processes (not with DOCQA_TEST_BASE_URL)")
+    base = tmp_path_factory.mktemp("s3-cluster")
+    log_dir = Path(os.environ.get("DOCQA_TEST_LOG_DIR") or base / "logs") / "s3-cluster"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    bucket = s3_server.new_bucket()
+    s3_env = s3_server.env(f"s3://{bucket}/blobs")
+    running = start_cluster(pg_server_url, mock_llm, base, log_dir, shared_data_dir=False, **s3_env)
+    running.bucket = bucket
     yield running
     running.stop()
 

@@ -10,10 +10,22 @@ import uuid
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from docqa.client import sse_events
 from tests.cluster import WORKERS, Cluster, wait_ready
 from tests.conftest import unique_copy
+from tests.s3server import SECRET_KEY as S3_SECRET_KEY
+from tests.s3server import S3Server
+
+
+@pytest.fixture(params=["local", "s3"])
+def scaled_out(request: pytest.FixtureRequest) -> Cluster:
+    """The cluster with its blobs in a directory every process shares, then in an S3 bucket."""
+    cluster: Cluster = request.getfixturevalue(
+        "cluster" if request.param == "local" else "s3_cluster"
+    )
+    return cluster
 
 
 def _ready_lines(log: str) -> list[str]:
@@ -51,8 +63,9 @@ async def _ask(cluster: Cluster, base_url: str, key: str, ids: list[str]) -> set
 
 
 async def test_two_apis_and_two_workers_share_one_database(
-    cluster: Cluster, sample_pdf: Path, tmp_path: Path
+    scaled_out: Cluster, sample_pdf: Path, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
+    cluster = scaled_out
     key = await cluster.new_key("topology")
     pdfs = [unique_copy(sample_pdf, tmp_path) for _ in range(6)]
     ids: list[str] = []
@@ -75,10 +88,21 @@ async def test_two_apis_and_two_workers_share_one_database(
         assert await _ask(cluster, base, key.secret, chosen) <= set(chosen)
     with psycopg.connect(cluster.database_url) as conn:
         rows = conn.execute(
-            "SELECT pk::text FROM documents WHERE owner_id = %s AND document_id = ANY(%s)",
+            "SELECT pk::text, blob_key FROM documents"
+            " WHERE owner_id = %s AND document_id = ANY(%s)",
             (key.owner_id, ids),
         ).fetchall()
-    pks = {pk for (pk,) in rows}
+    pks = {pk for (pk, _) in rows}
+    if cluster.bucket is not None:
+        # The processes share no directory: every file went through the bucket.
+        s3: S3Server = request.getfixturevalue("s3_server")
+        assert {f"blobs/{blob_key}" for (_, blob_key) in rows} <= set(s3.keys(cluster.bucket))
+        assert not list(cluster.data_dir.glob("*/blobs/*/*"))
+        # and the workers' downloads for extraction were removed after it.
+        assert list(cluster.data_dir.glob("worker-*/scratch"))
+        assert not list(cluster.data_dir.glob("worker-*/scratch/*"))
+        for name, text in cluster.logs().items():
+            assert S3_SECRET_KEY not in text, f"{name} logged the S3 secret key"
     assert len(pks) == len(ids)
     logs = cluster.logs()
     done_by = {name: set(_ready_lines(logs[name])) & pks for name in WORKERS}
