@@ -3,40 +3,51 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps serve worker test lint format bench eval clean
+.PHONY: setup setup-dev system-deps serve worker test lint format bench eval clean
 
+# `setup` is what serving needs; `setup-dev` adds the tools and test libraries (Playwright,
+# mypy, ruff, ...). PyTorch's CPU build goes in first: see scripts/install-torch.sh.
 setup: $(VENV)/.installed
+
+setup-dev: $(VENV)/.installed-dev
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	# The CPU build of PyTorch first: any other resolution pulls gigabytes of CUDA wheels.
-	$(PY) -m pip install --quiet torch==2.13.0
+	scripts/install-torch.sh $(PY)
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
+# Debian packages: Tesseract OCR for serving; more OCR languages, Chromium, nginx and
+# docker-compose for the tests. Says in one line what it installs, or that all are present.
 system-deps:
-	bash scripts/system-deps.sh
+	@scripts/system-deps.sh test
 
 serve: setup
+	@scripts/system-deps.sh serve
 	$(VENV)/bin/docqa serve
 
 worker: setup
+	@scripts/system-deps.sh serve
 	$(VENV)/bin/docqa worker
 
-lint: setup
+lint: setup-dev
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(VENV)/bin/mypy
 
-format: setup
+format: setup-dev
 	$(VENV)/bin/ruff check --fix src tests benchmarks
 	$(VENV)/bin/ruff format src tests benchmarks
 
-test: setup system-deps lint
+test: setup-dev system-deps lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: setup
+bench: setup-dev
 	$(PY) benchmarks/bench_upload.py
 	$(PY) benchmarks/bench_ingest.py
 	$(PY) benchmarks/bench_ask.py

@@ -1,19 +1,31 @@
 #!/usr/bin/env bash
-# Debian packages the test suite drives for real: Chromium (browser tests), nginx (the gateway),
-# docker-compose (validates the compose file without an engine). Installs only what is missing.
+# The Debian packages docqa needs, installed only where missing, said in one line first.
+#   scripts/system-deps.sh serve   what `make serve` needs: Tesseract OCR with English
+#   scripts/system-deps.sh test    that, plus what the test suite drives for real: more OCR
+#                                  languages, Chromium (browser tests), nginx (the gateway)
+#                                  and docker-compose (validates docker-compose.yml)
 set -euo pipefail
+purpose="${1:-test}"
+wanted=(tesseract-ocr tesseract-ocr-eng)
+if [ "$purpose" = test ]; then
+  wanted+=(tesseract-ocr-fra tesseract-ocr-deu nginx chromium docker-compose)
+elif [ "$purpose" != serve ]; then
+  echo "usage: $0 serve|test" >&2
+  exit 2
+fi
 need=()
-command -v chromium >/dev/null 2>&1 || need+=(chromium)
-command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
-command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+for pkg in "${wanted[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+done
 if [ ${#need[@]} -eq 0 ]; then
+  echo "system-deps ($purpose): Debian packages present: ${wanted[*]}"
   exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then
-  echo "Missing Debian packages: ${need[*]} (run as root, or install them, to run every test)" >&2
+  echo "system-deps ($purpose): missing Debian packages: ${need[*]}; run \`sudo make system-deps\` (continuing without them)" >&2
   exit 0
 fi
-echo "Installing Debian packages: ${need[*]}"
+echo "system-deps ($purpose): installing Debian packages: ${need[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
