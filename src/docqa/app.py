@@ -28,6 +28,8 @@ from docqa.ingest.embed import Tokenizer, make_embedder
 from docqa.ingest.pipeline import Runtime
 from docqa.jobs import build_job_app, run_worker
 from docqa.progress import ProgressHub
+from docqa.protocols import openai_chat
+from docqa.protocols.errors import ErrorShape, openai_shape
 from docqa.settings import Settings
 from docqa.state import AppState
 
@@ -96,6 +98,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=_lifespan,
     )
     app.state.settings = settings
+    # Outside everything that answers errors: those of /v1 leave in OpenAI's shape.
+    app.add_middleware(ErrorShape, prefix="/v1", reshape=openai_shape)
     # Inside RequestIdMiddleware, so that the request log line carries the request id.
     app.add_middleware(RequestMetricsMiddleware)
     app.add_middleware(RequestIdMiddleware)
@@ -105,6 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(status_api.router)
     app.include_router(documents_api.router)
     app.include_router(ask_api.router)
+    app.include_router(openai_chat.router)
     install_web(app)
     return app
     app.include_router(pages_api.router)
