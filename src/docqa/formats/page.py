@@ -185,23 +185,50 @@ def tidy_rows(rows: Sequence[Sequence[str]]) -> list[list[str]]:
     for r in out:
         r.extend([""] * (width - len(r)))
     keep = [c for c in range(width) if any(r[c] for r in out)]
-    out = [[r[c] for c in keep] for r in out]
+    out = merge_header_rows([[r[c] for c in keep] for r in out])
     # A header cell spanning several columns repeats its text over them; a column that holds
     # only that repeat (no data below) is one of the span's spares.
     body = out[1:]
+    titles = [out[0][n] for n in range(len(out[0])) if any(r[n] for r in body)]
     spare = {
-        c for c in range(1, len(keep)) if out[0][c] == out[0][c - 1] and not any(r[c] for r in body)
-    } | {
         c
-        for c in range(len(keep) - 1)
-        if out[0][c] == out[0][c + 1]
-        and not any(r[c] for r in body)
-        and any(r[c + 1] for r in body)
+        for c in range(1, len(out[0]))
+        if not any(r[c] for r in body) and any(out[0][c] in title for title in titles)
     }
     out = [[v for c, v in enumerate(r) if c not in spare] for r in out]
     # A cell spanning columns in every row is one column.
     twins = {c for c in range(1, len(out[0])) if all(r[c] == r[c - 1] for r in out)}
     return [[v for c, v in enumerate(r) if c not in twins] for r in out]
+
+
+_DATA = re.compile(r"^[($€£¥-]*\d[\d,.]*\)?%?$|^[-—–]$")
+_YEAR = re.compile(r"^(19|20)\d\d$")
+
+
+def _is_header_row(row: Sequence[str]) -> bool:
+    """A row of column titles: nothing in it reads as a data value (years may title a column)."""
+    values = [c for c in row[1:] if c]
+    return bool(values) and not any(_DATA.match(c) and not _YEAR.match(c) for c in values)
+
+
+def merge_header_rows(rows: list[list[str]]) -> list[list[str]]:
+    """Stacked header rows ("Years ended December 31," above "2021 | 2020") become one row whose
+    cells read whole ("Years ended December 31, 2021"), so that every column has one title."""
+    depth = 0
+    while depth < min(len(rows) - 1, 4) and _is_header_row(rows[depth]) and not rows[depth][0]:
+        depth += 1
+    if depth < 2 and not (depth == 1 and _is_header_row(rows[1])):
+        return rows
+    if depth < 2:
+        depth = 2
+    merged = []
+    for c in range(len(rows[0])):
+        parts: list[str] = []
+        for r in rows[:depth]:
+            if r[c] and (not parts or parts[-1] != r[c]):
+                parts.append(r[c])
+        merged.append(" ".join(parts))
+    return [merged, *rows[depth:]]
 
 
 def _cell(value: str) -> str:
