@@ -77,10 +77,12 @@ def test_table_chunks_keep_rows_whole_and_repeat_the_header(tokenizer: Tokenizer
         assert tokenizer.count(piece.text) <= 80
         body = piece.text[len(header) :].strip("\n")
         for line in body.split("\n"):
-            assert line.startswith("| Segment ") and line.endswith(" |")  # whole rows only
+            assert line.startswith("| Segment ")
+            assert line.endswith(" |")
         assert page.text[piece.char_start : piece.char_end].endswith(body)
     rows = [line for p in pieces for line in p.text[len(header) :].strip("\n").split("\n")]
-    assert len(rows) == 60 and len(set(rows)) == 60  # every row once, none lost
+    assert len(rows) == 60
+    assert len(set(rows)) == 60
 
 
 def test_chunks_leave_furniture_out(tokenizer: Tokenizer) -> None:
