@@ -70,6 +70,21 @@ class TextStream:
         return None
 
 
+def source_view(n: int, hit: Hit) -> dict[str, Any]:
+    """One retrieved passage as clients see it, numbered `n`: an item of the `sources` event,
+    and of every protocol's sources or search results (so a field added here reaches them all).
+    """
+    return {
+        "n": n,
+        "document_id": hit.document_id,
+        "filename": hit.filename,
+        "page": hit.page,
+        "chunk_id": hit.chunk_id,
+        "score": hit.score,
+        "text": hit.text,
+    }
+
+
 @dataclass
 class Answer:
     """An answer that has started: its sources are fixed and its text is ready to stream."""
@@ -82,18 +97,7 @@ class Answer:
 
     def source_views(self) -> list[dict[str, Any]]:
         """The `sources` event: what each `[n]` of the answer refers to."""
-        return [
-            {
-                "n": n,
-                "document_id": hit.document_id,
-                "filename": hit.filename,
-                "page": hit.page,
-                "chunk_id": hit.chunk_id,
-                "score": hit.score,
-                "text": hit.text,
-            }
-            for n, hit in enumerate(self.sources, start=1)
-        ]
+        return [source_view(n, hit) for n, hit in enumerate(self.sources, start=1)]
 
     def done_view(self, finish_reason: str, timings_ms: dict[str, float | None]) -> dict[str, Any]:
         """The `done` event: how the answer ended, what it cost and how long it took.
