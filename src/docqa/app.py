@@ -23,7 +23,7 @@ from docqa.api.web import install_web
 from docqa.auth import NO_KEYS_SENTENCE, any_active_key
 from docqa.blobs import make_blob_store
 from docqa.db import migrate
-from docqa.db.engine import open_database
+from docqa.db.engine import UnsupportedDatabase, open_database
 from docqa.ingest.embed import Tokenizer, make_embedder
 from docqa.ingest.pipeline import Runtime
 from docqa.jobs import build_job_app, run_worker
@@ -43,7 +43,11 @@ class StartupRefused(RuntimeError):
 @contextlib.asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    db = await open_database(settings)
+    try:
+        db = await open_database(settings)
+    except UnsupportedDatabase as exc:  # pgvector too old: say what to do, not a traceback
+        log.error(str(exc))
+        raise StartupRefused(str(exc)) from None
     try:
         if settings.migrate_on_start:
             await asyncio.to_thread(migrate.upgrade, db.url)

