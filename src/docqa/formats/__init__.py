@@ -10,6 +10,7 @@ Adding a format means adding a row here and one reader module.
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from docqa.formats.page import Page, ReadContext
 
 ZIP = b"PK\x03\x04"
+OLE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 # An upload named or typed as one of these gets a 415 with this advice, not just "unsupported".
 REFUSED_ADVICE = {
     ".doc": "Old Word (.doc) files are not read: save the file as .docx and upload that.",
@@ -50,6 +52,21 @@ def _is_zip(head: bytes) -> bool:
 
 def _is_pdf(head: bytes) -> bool:
     return b"%PDF-" in head[:1024]
+
+
+def _is_office(head: bytes) -> bool:
+    """An OOXML zip, or an OLE container: what Office writes when a password protects the file
+    (its reader then says so, rather than the upload calling the bytes wrong)."""
+    return head.startswith((ZIP, OLE))
+
+
+_HEADER_LINE = re.compile(rb"[!-9;-~]{1,76}:")
+
+
+def _is_mail(head: bytes) -> bool:
+    """A saved message: text whose first line is a header field, or an mbox "From " line."""
+    first = head.lstrip(b"\r\n").split(b"\n", 1)[0]
+    return _is_text(head) and (first.startswith(b"From ") or _HEADER_LINE.match(first) is not None)
 
 
 def _is_rtf(head: bytes) -> bool:
@@ -95,9 +112,90 @@ FORMATS: tuple[Format, ...] = (
         "a Word (DOCX) document",
         (".docx",),
         ("application/vnd.openxmlformats-officedocument.wordprocessingml.document",),
-        _is_zip,
+        _is_office,
         "docx",
         "zip",
+    ),
+    Format(
+        "pptx",
+        "a PowerPoint (PPTX) presentation",
+        (".pptx",),
+        ("application/vnd.openxmlformats-officedocument.presentationml.presentation",),
+        _is_office,
+        "pptx",
+        "zip",
+        "slide",
+    ),
+    Format(
+        "xlsx",
+        "an Excel (XLSX) workbook",
+        (".xlsx", ".xlsm"),
+        (
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            "application/vnd.ms-excel.sheet.macroEnabled.12",
+        ),
+        _is_office,
+        "xlsx",
+        "zip",
+        "sheet part",
+    ),
+    Format(
+        "csv",
+        "a CSV table",
+        (".csv",),
+        # Windows browsers send .csv as application/vnd.ms-excel: not listed here, so the
+        # name decides (claimed_kind), and an .xls sent so still gets REFUSED_ADVICE.
+        ("text/csv", "application/csv", "text/x-csv"),
+        _is_text,
+        "csv",
+        "text",
+        "sheet part",
+    ),
+    Format(
+        "tsv",
+        "a TSV table",
+        (".tsv", ".tab"),
+        ("text/tab-separated-values",),
+        _is_text,
+        "tsv",
+        "text",
+        "sheet part",
+    ),
+    Format(
+        "epub",
+        "an EPUB e-book",
+        (".epub",),
+        ("application/epub+zip",),
+        _is_zip,
+        "epub",
+        "zip",
+    ),
+    Format(
+        "eml",
+        "an e-mail message (EML)",
+        (".eml",),
+        ("message/rfc822",),
+        _is_mail,
+        "eml",
+        "text",
+    ),
+    Format(
+        "odt",
+        "an OpenDocument text (ODT)",
+        (".odt",),
+        ("application/vnd.oasis.opendocument.text",),
+        _is_zip,
+        "odt",
+        "zip",
+    ),
+    Format(
+        "rtf",
+        "a Rich Text (RTF) document",
+        (".rtf",),
+        ("application/rtf", "text/rtf"),
+        _is_rtf,
+        "rtf",
+        "text",
     ),
     Format(
         "html",

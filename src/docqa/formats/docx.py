@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from docqa.errors import ExtractionFailed
+from docqa.formats import zipguard
 from docqa.formats.page import Block, Heading, Page, ReadContext, sections
 
 
@@ -37,6 +38,8 @@ def docx_blocks(path: Path) -> Iterator[Block | None]:
     import docx
     from docx.oxml.ns import qn
 
+    # A password-protected DOCX is an OLE container: say so, rather than "corrupt".
+    zipguard.check(path, "a Word (DOCX) document")
     try:
         document = docx.Document(str(path))
     except (zipfile.BadZipFile, KeyError, ValueError) as exc:
