@@ -16,12 +16,18 @@ import psycopg
 import pytest
 import yaml
 
-from docqa.blobs import BlobNotFound, LocalBlobStore, StorageUnavailable, make_blob_store
+from docqa.blobs import (
+    BlobNotFound,
+    LocalBlobStore,
+    StorageUnavailable,
+    make_blob_store,
+    opened,
+)
 from docqa.s3blobs import MB, S3BlobStore, S3Location
 from docqa.settings import Settings
 from tests.cluster import Cluster, wait_ready
 from tests.s3server import ACCESS_KEY, SECRET_KEY, S3Server
-from tests.stack import ROOT, free_port
+from tests.stack import ROOT, free_port, start_api
 
 PIECE = 64 * 1024  # what the upload path hands the writer: one network read at a time
 
@@ -198,6 +204,32 @@ async def test_unreachable_storage_is_a_503_not_a_crash(tmp_path: Path) -> None:
         await down.aclose()
 
 
+async def test_the_local_store_keeps_the_same_contract(tmp_path: Path, sample_pdf: Path) -> None:
+    local = LocalBlobStore(tmp_path / "blobs")
+    data = sample_pdf.read_bytes()
+    writer = local.writer()
+    await writer.write(data)
+    await writer.commit("ab/doc")
+    async with local.local_copy("ab/doc") as path:
+        assert path == local.path("ab/doc")  # the file itself, no copy
+    assert path.exists()
+    assert b"".join([c async for c in await opened(local.read("ab/doc"))]) == data
+    with pytest.raises(BlobNotFound) as info:
+        await opened(local.read("ab/missing"))
+    assert (info.value.status_code, info.value.code) == (404, "file_missing")
+    with pytest.raises(BlobNotFound):
+        async with local.local_copy("ab/missing"):
+            pass
+    await local.put("pages/ab/1-400.png", b"png")
+    assert await local.get("pages/ab/1-400.png") == b"png"
+    assert await local.get("pages/ab/2-400.png") is None
+    await local.delete_prefix("pages/ab/")
+    assert not await local.exists("pages/ab/1-400.png")
+    await local.delete_prefix("")
+    assert not await local.exists("ab/doc")
+    assert [p.name for p in local.root.iterdir()] == ["tmp"]
+
+
 def test_the_blob_url_picks_the_store(tmp_path: Path) -> None:
     local = make_blob_store(Settings(data_dir=tmp_path))
     assert isinstance(local, LocalBlobStore)
@@ -347,3 +379,53 @@ def test_compose_has_an_s3_profile_with_minio() -> None:
     minio_env = services["minio"]["environment"]
     assert minio_env["MINIO_ROOT_USER"] == "docqa"
     assert minio_env["MINIO_ROOT_PASSWORD"] == "minio-test-secret"
+
+
+async def test_a_file_gone_from_the_bucket_is_a_404_and_an_outage_a_503(
+    s3_cluster: Cluster, s3_server: S3Server, sample_pdf: Path, tmp_path: Path
+) -> None:
+    bucket = s3_cluster.bucket
+    assert bucket is not None
+    key = await s3_cluster.new_key("outage")
+    async with s3_cluster.client(s3_cluster.apis[0], key.secret) as client:
+        ids = []
+        for _ in range(2):
+            response = await client.post(
+                "/api/v1/upload",
+                files={"file": ("doc.pdf", padded_pdf(sample_pdf, 100_000), "application/pdf")},
+            )
+            assert response.status_code == 200, response.text
+            ids.append(response.json()["document_id"])
+        # Removed behind docqa's back: the download says so before it starts, as JSON.
+        s3_server.client().delete_object(
+            Bucket=bucket, Key=_blob_key(s3_cluster, key.owner_id, ids[0])
+        )
+        gone = await client.get(f"/api/v1/documents/{ids[0]}/file")
+        assert gone.status_code == 404
+        assert gone.json()["code"] == "file_missing"
+        assert "blobs/" not in gone.text
+
+    # Another API process on the same database, whose object storage does not answer.
+    env = s3_cluster.procs["api-1"].env | {
+        "DOCQA_S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
+        "DOCQA_DATA_DIR": str(tmp_path / "data"),
+    }
+    proc, url = start_api(env, tmp_path, "api-no-storage")
+    try:
+        async with s3_cluster.client(url, key.secret) as client:
+            download = await client.get(f"/api/v1/documents/{ids[1]}/file")
+            upload = await client.post(
+                "/api/v1/upload", files={"file": ("new.txt", b"Some new text.", "text/plain")}
+            )
+        for response in (download, upload):
+            assert response.status_code == 503, response.text
+            body = response.json()
+            assert body["code"] == "storage_unavailable"
+            assert (
+                body["detail"]
+                == "The file storage cannot be reached right now; please try again in a moment."
+            )
+            assert body["request_id"]
+    finally:
+        proc.stop()
+    assert SECRET_KEY not in proc.log_path.read_text()

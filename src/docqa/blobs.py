@@ -27,8 +27,16 @@ if TYPE_CHECKING:
 READ_CHUNK = 1024 * 1024
 
 
-class BlobNotFound(LookupError):
-    """No blob is stored under the key."""
+class BlobNotFound(DocqaError, LookupError):
+    """No blob is stored under the key. Through the API (a document whose file is gone), a 404
+    that does not name the key."""
+
+    status_code = 404
+    code = "file_missing"
+
+    def __init__(self, key: str) -> None:
+        super().__init__("The document's file is no longer in storage.")
+        self.key = key
 
 
 class StorageUnavailable(DocqaError):
@@ -75,6 +83,20 @@ class BlobStore(Protocol):
 
     async def aclose(self) -> None:
         """Release connections. The store is not used afterwards."""
+
+
+async def opened(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """`chunks` with its first chunk already fetched, so that a missing blob or a storage outage
+    raises before a response has started (a JSON error) rather than cutting one short."""
+    first = await anext(chunks, None)
+
+    async def rest() -> AsyncIterator[bytes]:
+        if first is not None:
+            yield first
+            async for chunk in chunks:
+                yield chunk
+
+    return rest()
 
 
 def check_key(key: str) -> None:

@@ -68,7 +68,9 @@ class S3Location:
 
 
 @contextlib.contextmanager
-def _s3_errors(operation: str, not_found: frozenset[str] = _NOT_FOUND) -> Iterator[None]:
+def _s3_errors(
+    operation: str, key: str = "", not_found: frozenset[str] = _NOT_FOUND
+) -> Iterator[None]:
     """botocore's errors as docqa's: a missing key (`not_found` codes) is `BlobNotFound`;
     anything else (no route, wrong credentials, no bucket, a 5xx after retries) is
     `StorageUnavailable`, a 503."""
@@ -79,7 +81,7 @@ def _s3_errors(operation: str, not_found: frozenset[str] = _NOT_FOUND) -> Iterat
     except ClientError as exc:
         code = str(exc.response.get("Error", {}).get("Code", ""))
         if code in not_found:
-            raise BlobNotFound(operation) from None
+            raise BlobNotFound(key) from None
         log.error("object storage refused a request", extra={"op": operation, "s3_code": code})
         raise StorageUnavailable(_UNAVAILABLE) from exc
     except BotoCoreError as exc:
@@ -163,7 +165,7 @@ class _S3Writer:
         try:
             client = await self._store.client()
             if upload_id is not None:
-                with _s3_errors("abort_multipart_upload", frozenset({"NoSuchUpload"})):
+                with _s3_errors("abort_multipart_upload", tmp_key, frozenset({"NoSuchUpload"})):
                     await client.abort_multipart_upload(
                         Bucket=bucket, Key=tmp_key, UploadId=upload_id
                     )
@@ -264,7 +266,7 @@ class S3BlobStore:
     async def read(self, key: str) -> AsyncIterator[bytes]:
         check_key(key)
         client = await self.client()
-        with _s3_errors("get_object"):
+        with _s3_errors("get_object", key):
             response = await client.get_object(
                 Bucket=self.location.bucket, Key=self.location.key(key)
             )
@@ -303,7 +305,7 @@ class S3BlobStore:
         check_key(key)
         client = await self.client()
         try:
-            with _s3_errors("head_object"):
+            with _s3_errors("head_object", key):
                 await client.head_object(Bucket=self.location.bucket, Key=self.location.key(key))
         except BlobNotFound:
             return False

@@ -15,6 +15,7 @@ from starlette.requests import ClientDisconnect
 
 from docqa import documents
 from docqa.api.deps import Owner, State, UploadRateLimit
+from docqa.blobs import opened
 from docqa.errors import BadUpload, DocumentNotFound
 from docqa.jobs import defer_processing
 from docqa.metrics import UPLOAD_BYTES
@@ -145,9 +146,9 @@ async def document_file(document_id: str, state: State, owner: Owner) -> Streami
         "content-security-policy": "sandbox",
         "x-content-type-options": "nosniff",
     }
-    return StreamingResponse(
-        state.store.read(doc.blob_key), media_type=doc.content_type, headers=headers
-    )
+    # Opened first: a storage outage is a 503 with a JSON body, not a download cut short.
+    chunks = await opened(state.store.read(doc.blob_key))
+    return StreamingResponse(chunks, media_type=doc.content_type, headers=headers)
 
 
 def _rfc5987(value: str) -> str:
