@@ -57,7 +57,7 @@ def docs_list(
         for row in rows:
             print("\t".join(row))
         return
-    out().print(_documents_table(rows, out().width))
+    out().print(_documents_table(rows, out().width), soft_wrap=True, markup=False)
 
 
 def _documents_table(rows: Sequence[Sequence[str]], width: int) -> Any:
@@ -72,14 +72,15 @@ def _documents_table(rows: Sequence[Sequence[str]], width: int) -> Any:
     gaps = 3 * (len(headers) - 1)  # a space of padding either side of a one-space rule
     room = width - (sum(widths) - widths[1] + gaps)  # what is left for the file names
     if room < 12:
-        lines = Text()
+        # Printed as plain lines with soft wrapping: a terminal narrower than an id wraps it
+        # visually, and copying it still gives the whole id.
+        lines = []
         for doc_id, name, state, pages, chunks, size in rows:
             facts = " · ".join(
                 filter(None, [state, pages and f"{pages} pages", f"{chunks} chunks", size])
             )
-            lines.append(doc_id + "\n", style="bold")
-            lines.append(f"  {elide(name, max(8, width - len(facts) - 5))} · {facts}\n")
-        return lines
+            lines += [doc_id, f"  {elide(name, max(8, width - len(facts) - 5))} · {facts}"]
+        return "\n".join(lines)
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     for i, name in enumerate(headers):
         if name == "filename":
@@ -90,7 +91,7 @@ def _documents_table(rows: Sequence[Sequence[str]], width: int) -> Any:
                 name, no_wrap=True, width=widths[i], justify="right" if right else "left"
             )
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(Text(cell) for cell in row))  # file names are text, never markup
     return table
 
 
