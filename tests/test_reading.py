@@ -215,3 +215,12 @@ def test_table_span_offsets_round_trip() -> None:
     assert isinstance(table, TableSpan)
     assert page.text[table.start :].startswith("| Segment |")
     assert page.text[: table.end].endswith("| Segment 2 | 2,100 | 2,050 |")
+
+
+def test_characters_beyond_the_bmp_read_as_letters(shared_data: Path) -> None:
+    """pdfium counts UTF-16 units: mathematical letters (𝑥) come as surrogate halves, which the
+    tokenizer cannot take. They are joined and read as plain letters."""
+    page = _page_of(shared_data / "mmlongbench/documents/2023.findings-emnlp.248.pdf", 3)
+    assert "∃x(LanguageModel x ∧ Giant x" in page.text
+    assert not any("\ud800" <= c <= "\udfff" for c in page.text)
+    assert clean_text("a\ud835b 𝑥") == "ab x"

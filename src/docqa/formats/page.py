@@ -105,8 +105,10 @@ def normalise_char(c: str) -> str:
     code = ord(c)
     if 0xFB00 <= code <= 0xFB06:  # ﬀ ﬁ ﬂ ﬃ ﬄ ﬅ ﬆ
         return unicodedata.normalize("NFKC", c)
-    if 0xE000 <= code <= 0xF8FF or code >= 0xF0000:
+    if 0xE000 <= code <= 0xF8FF or code >= 0xF0000 or 0xD800 <= code <= 0xDFFF:
         return ""
+    if 0x1D400 <= code <= 0x1D7FF:  # mathematical letters and digits (𝑥, 𝐁): plain ones
+        return unicodedata.normalize("NFKC", c)
     if c in "\ufffe\uffff\u00ad\u200b\u200c\u200d\u2060\ufeff" or (code < 0x20 and c not in "\n\t"):
         return ""
     if c == "\x7f":

@@ -117,7 +117,7 @@ def read_lines(page: Any) -> list[Line]:
         if count <= 0:
             return []
         text = textpage.get_text_range(0, count)
-        if len(text) != count:  # surrogate pairs: read code points one by one
+        if len(text) != count:  # the text must line up with pdfium's character indices
             text = "".join(
                 chr(raw.FPDFText_GetUnicode(textpage, i) or 0xFFFD) for i in range(count)
             )
@@ -127,6 +127,7 @@ def read_lines(page: Any) -> list[Line]:
         lines: list[Line] = []
         current: list[Glyph] = []
         size = 0.0
+        high = ""  # the first half of a surrogate pair
         for i, char in enumerate(text):
             if char in "\r\n":
                 if current:
@@ -148,6 +149,14 @@ def read_lines(page: Any) -> list[Line]:
                     box = (box[0], yb, box[2], ya)
                 if not (-0.01 <= box[0] <= 1.01 and -0.01 <= box[1] <= 1.01):
                     continue  # outside the visible page: hidden text
+            if "\ud800" <= char <= "\udfff":
+                # pdfium counts UTF-16 units: a character beyond the BMP (𝑥) is two glyphs.
+                if char <= "\udbff":
+                    high = char
+                    continue
+                if not high:
+                    continue  # a lone half: nothing to read
+                char, high = _join_surrogates(high, char), ""
             text_of = char if " " < char < "\x7f" else normalise_char(char)
             current.append(Glyph(text_of, box))
         if current:
@@ -155,6 +164,10 @@ def read_lines(page: Any) -> list[Line]:
         return [line for line in lines if line.text.strip()]
     finally:
         textpage.close()
+
+
+def _join_surrogates(high: str, low: str) -> str:
+    return (high + low).encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
 def _line(glyphs: list[Glyph], size: float) -> Line:
