@@ -17,7 +17,7 @@ import datetime
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from docqa.errors import ExtractionFailed
 from docqa.formats import zipguard
@@ -136,15 +136,17 @@ def _grid(rows: dict[int, dict[int, str]]) -> Iterator[list[str]]:
         yield [cells.get(c, "") for c in range(first_col, last_col + 1)]
 
 
-def _open(path: Path) -> Any:
+def _open(path: Path, file: BinaryIO) -> Any:
     import openpyxl
     from defusedxml import DefusedXmlException
     from openpyxl.utils.exceptions import InvalidFileException
 
     zipguard.check(path, NAME)
     try:
+        # A file object, not the path: openpyxl refuses paths without an Excel extension, and
+        # stored uploads have none.
         return openpyxl.load_workbook(
-            str(path), read_only=True, data_only=True, keep_links=False, rich_text=False
+            file, read_only=True, data_only=True, keep_links=False, rich_text=False
         )
     except Exception as exc:
         cause: BaseException | None = exc
@@ -172,17 +174,22 @@ def read(path: Path, ctx: ReadContext) -> Iterator[Page]:
 
 
 def _read(path: Path) -> Iterator[Page]:
-    workbook = _open(path)
+    with path.open("rb") as file:
+        workbook = _open(path, file)
+        try:
+            yield from _sheets(workbook)
+        finally:
+            workbook.close()
+
+
+def _sheets(workbook: Any) -> Iterator[Page]:
     budget = _Budget()
     number = 1
-    try:
-        for sheet in workbook.worksheets:
-            rows, merged = _sheet_cells(workbook, sheet, budget)
-            if not rows:
-                continue
-            _fill_merged(rows, merged)
-            for page in table_pages(_grid(rows), heading=sheet.title, first=number):
-                yield page
-                number = page.number + 1
-    finally:
-        workbook.close()
+    for sheet in workbook.worksheets:
+        rows, merged = _sheet_cells(workbook, sheet, budget)
+        if not rows:
+            continue
+        _fill_merged(rows, merged)
+        for page in table_pages(_grid(rows), heading=sheet.title, first=number):
+            yield page
+            number = page.number + 1
