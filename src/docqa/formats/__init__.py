@@ -31,6 +31,21 @@ REFUSED_ADVICE = {
     ".msg": "Outlook .msg files are not read: save the message as .eml (File, Save As) and "
     "upload that.",
     ".zip": "Archives are not read: unpack the files and upload them one by one.",
+    ".xlsb": "Binary Excel (.xlsb) workbooks are not read: save the file as .xlsx and upload that.",
+    ".ods": "OpenDocument spreadsheets (.ods) are not read: save the file as .xlsx or .csv and "
+    "upload that.",
+    ".odp": "OpenDocument presentations (.odp) are not read: save the file as .pptx and upload "
+    "that.",
+    ".pages": "Apple Pages files are not read: export the document as .docx or PDF and upload "
+    "that.",
+    ".numbers": "Apple Numbers files are not read: export the spreadsheet as .xlsx or .csv and "
+    "upload that.",
+    ".key": "Apple Keynote files are not read: export the presentation as .pptx or PDF and "
+    "upload that.",
+    ".mobi": "Kindle (.mobi) e-books are not read: convert the book to EPUB and upload that.",
+    ".azw3": "Kindle (.azw3) e-books are not read: convert the book to EPUB and upload that.",
+    ".mbox": "Mailbox (.mbox) files are not read: save the messages as .eml files and upload "
+    "those.",
 }
 GENERIC_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream"})
 
