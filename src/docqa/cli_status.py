@@ -77,7 +77,7 @@ def render_status(report: dict[str, Any]) -> Table:
         _line(
             table,
             "answers",
-            _mark(llm.get("reachable")),
+            _mark(llm.get("ok")),
             f"model {llm['model']} on the configured model server: {llm.get('detail', '')}",
         )
     emb = report["embedding"]
@@ -87,7 +87,7 @@ def render_status(report: dict[str, Any]) -> Table:
         _line(
             table,
             "embeddings",
-            _mark(emb.get("reachable")),
+            _mark(emb.get("ok")),
             f"model {emb['model']} on the configured embedding server: {emb.get('detail', '')}",
         )
     return table
@@ -127,7 +127,5 @@ def _healthy(report: dict[str, Any]) -> bool:
     db = report.get("database") or {}
     models = [report.get("llm") or {}, report.get("embedding") or {}]
     return bool(
-        db.get("reachable")
-        and db.get("schema_current")
-        and all(m.get("reachable", True) for m in models)
+        db.get("reachable") and db.get("schema_current") and all(m.get("ok", True) for m in models)
     )

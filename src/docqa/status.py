@@ -104,24 +104,28 @@ async def _models(settings: Settings) -> dict[str, Any]:
     if checks:
         async with httpx.AsyncClient(timeout=CHECK_TIMEOUT_S) as client:
             results = await asyncio.gather(*(_probe(client, url, key) for _, url, key in checks))
-        for (entry, _, _), (reachable, detail) in zip(checks, results, strict=True):
-            entry.update(reachable=reachable, detail=detail)
+        for (entry, _, _), result in zip(checks, results, strict=True):
+            entry.update(result)
     return {"llm": llm, "embedding": embedding}
 
 
-async def _probe(client: httpx.AsyncClient, base_url: str, api_key: str) -> tuple[bool, str]:
-    """Ask an OpenAI-compatible server for its models: the cheapest call every one serves.
-    The sentence never holds the URL: a caller with any key may read this report."""
+async def _probe(client: httpx.AsyncClient, base_url: str, api_key: str) -> dict[str, Any]:
+    """Ask an OpenAI-compatible server for its models, the cheapest call most of them serve.
+    `reachable`: it answered at all; `ok`: nothing suggests that answering will fail. The
+    sentence never holds the URL: a caller with any key may read this report."""
     try:
         response = await client.get(
             base_url.rstrip("/") + "/models", headers={"authorization": f"Bearer {api_key}"}
         )
     except httpx.TimeoutException:
-        return False, f"No answer within {CHECK_TIMEOUT_S:g} s."
+        return {"reachable": False, "ok": False, "detail": f"No answer in {CHECK_TIMEOUT_S:g} s."}
     except httpx.HTTPError as exc:
-        return False, f"Not reachable ({type(exc).__name__})."
-    if response.status_code in (401, 403):
-        return False, f"It refused the API key (HTTP {response.status_code})."
-    if response.status_code >= 400:
-        return False, f"It answered HTTP {response.status_code}."
-    return True, "Reachable."
+        return {"reachable": False, "ok": False, "detail": f"Not reachable ({type(exc).__name__})."}
+    code = response.status_code
+    if code in (401, 403):
+        return {"reachable": True, "ok": False, "detail": f"It refused the API key (HTTP {code})."}
+    if code == 404:  # some servers list no models; the chat endpoint may still be there
+        return {"reachable": True, "ok": True, "detail": "Reachable (it lists no models)."}
+    if code >= 400:
+        return {"reachable": True, "ok": False, "detail": f"It answered HTTP {code}."}
+    return {"reachable": True, "ok": True, "detail": "Reachable."}
