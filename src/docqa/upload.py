@@ -12,17 +12,31 @@ import re
 import unicodedata
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from email.message import Message
+from email.utils import collapse_rfc2231_value
 from typing import Any
 
 import filetype
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from docqa.blobs import BlobStore, BlobWriter
 from docqa.errors import BadUpload, EmptyFile, InvalidRequest, UnsupportedType, UploadTooLarge
 
 DOCUMENT_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# The same rule as one regular expression without look-arounds (OpenAPI and pydantic take it):
+# `.` and `..` are refused, because browsers and HTTP clients rewrite them out of a URL path.
+DOCUMENT_ID_PATTERN = (
+    r"^(?:[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}|\.[A-Za-z0-9_-][A-Za-z0-9._-]{0,62}"
+    r"|\.\.[A-Za-z0-9._-]{1,62})$"
+)
+DOCUMENT_ID_RULE = "A document id is 1 to 64 letters, digits, '.', '_' or '-', and not '.' or '..'."
 SNIFF_BYTES = 8192
 MAX_FIELD_BYTES = 64 * 1024
+# Form fields docqa reads; the data of any other part is counted but never kept.
+KNOWN_FIELDS = frozenset({"document_id", "metadata"})
+MAX_PARTS = 64
+METADATA_MAX_DEPTH = 16
 # A body may exceed the file by its multipart framing and small form fields; past this, reject
 # on Content-Length alone, before reading anything.
 FORM_OVERHEAD_BYTES = 256 * 1024
@@ -75,6 +89,69 @@ def check_content_length(header: str | None, limit_bytes: int) -> None:
         raise BadUpload("The Content-Length header is not a number.") from None
     if declared > limit_bytes + FORM_OVERHEAD_BYTES:
         raise file_too_large(limit_bytes)
+
+
+def is_document_id(value: str) -> bool:
+    return DOCUMENT_ID_RE.fullmatch(value) is not None and value not in (".", "..")
+
+
+def check_document_id(value: str) -> str:
+    """`value` if it is a valid document id; raises `InvalidRequest` with the rule otherwise."""
+    if not is_document_id(value):
+        raise InvalidRequest(f"'{_shown(value)}' is not a valid document id. {DOCUMENT_ID_RULE}")
+    return value
+
+
+def _shown(value: str) -> str:
+    # Echo what the client sent without control characters and at a readable length.
+    text = "".join(c if c.isprintable() else "?" for c in value[:80])
+    return text + ("…" if len(value) > 80 else "")
+
+
+def storable_text_problem(value: str) -> str | None:
+    """Why PostgreSQL cannot store `value` as text, or None when it can."""
+    if "\x00" in value:
+        return "contains a NUL character (\\u0000)"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "contains an unpaired UTF-16 surrogate, which is not a character"
+    return None
+
+
+def parse_metadata(raw: str) -> dict[str, Any]:
+    """The `metadata` form field: a JSON object of bounded depth whose text PostgreSQL stores."""
+    too_deep = InvalidRequest(
+        f"metadata is nested too deeply: at most {METADATA_MAX_DEPTH} levels of objects and lists."
+    )
+    try:
+        metadata = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest(
+            f"metadata must be a JSON object, but it is not valid JSON: {exc.msg} "
+            f"at line {exc.lineno}, column {exc.colno}."
+        ) from None
+    except RecursionError:  # nested past Python's own limit
+        raise too_deep from None
+    if not isinstance(metadata, dict):
+        raise InvalidRequest("metadata must be a JSON object.")
+    stack: list[tuple[Any, int]] = [(metadata, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > METADATA_MAX_DEPTH:
+            raise too_deep
+        texts: list[str] = []
+        if isinstance(value, dict):
+            texts = list(value)
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+        elif isinstance(value, str):
+            texts = [value]
+        for text in texts:
+            if problem := storable_text_problem(text):
+                raise InvalidRequest(f"metadata {problem}; send text without it.")
+    return metadata
 
 
 def clean_filename(raw: str) -> str:
@@ -139,7 +216,7 @@ class ReceivedUpload:
 
 @dataclass
 class _Part:
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, bytes] = field(default_factory=dict)
     name: str = ""
     filename: str | None = None
     content_type: str = ""
@@ -159,6 +236,7 @@ class _Receiver:
         self.file: _Part | None = None
         self.file_done = False
         self.size = 0
+        self.parts = 0
         self.head = bytearray()
         self.hasher = hashlib.sha256()
         self.pending: list[bytes] = []
@@ -178,24 +256,23 @@ class _Receiver:
         }
 
     def on_part_begin(self) -> None:
+        self.parts += 1
+        if self.parts > MAX_PARTS:
+            raise BadUpload(f"The upload has more than {MAX_PARTS} form fields.")
         self.part = _Part()
 
     def on_header_end(self) -> None:
         assert self.part is not None
         name = self._field_name.decode("latin-1").strip().lower()
-        self.part.headers[name] = self._field_value.decode("utf-8", "replace").strip()
+        self.part.headers[name] = bytes(self._field_value).strip()
         self._field_name.clear()
         self._field_value.clear()
 
     def on_headers_finished(self) -> None:
         part = self.part
         assert part is not None
-        _, params = parse_options_header(part.headers.get("content-disposition", ""))
-        part.name = params.get(b"name", b"").decode("utf-8", "replace")
-        raw_filename = params.get(b"filename")
-        if raw_filename is not None:
-            part.filename = raw_filename.decode("utf-8", "replace")
-        ctype, _ = parse_options_header(part.headers.get("content-type", ""))
+        part.name, part.filename = disposition_names(part.headers.get("content-disposition", b""))
+        ctype, _ = parse_options_header(part.headers.get("content-type", b"").decode("latin-1"))
         part.content_type = ctype.decode("latin-1").lower()
         if part.name == "file":
             if self.file is not None:
@@ -215,7 +292,7 @@ class _Receiver:
                 self.head += chunk[: SNIFF_BYTES - len(self.head)]
             self.hasher.update(chunk)
             self.pending.append(chunk)
-        else:
+        elif part.name in KNOWN_FIELDS:
             part.data += chunk
             if len(part.data) > MAX_FIELD_BYTES:
                 raise InvalidRequest(f"The form field '{part.name}' is longer than 64 KB.")
@@ -233,6 +310,33 @@ class _Receiver:
         self.ended = True
 
 
+def disposition_names(header: bytes) -> tuple[str, str | None]:
+    """The field name and file name of a part's Content-Disposition header.
+
+    Browsers send names as raw UTF-8 (WHATWG); other clients use RFC 5987/2231 `filename*=`,
+    which wins over a plain `filename` (RFC 6266). python-multipart reads header values as
+    Latin-1 and ignores `filename*`, so the standard library's MIME parser reads them here.
+    """
+    try:
+        text = header.decode("utf-8")
+    except UnicodeDecodeError:
+        text = header.decode("latin-1")  # an old client's ISO-8859-1 bytes
+    message = Message()
+    message["content-disposition"] = text
+    name = ""
+    plain: str | None = None
+    extended: str | None = None
+    for key, value in message.get_params([], header="content-disposition")[1:]:
+        if key == "name" and isinstance(value, str):
+            name = value
+        elif key == "filename":
+            if isinstance(value, tuple):
+                extended = collapse_rfc2231_value(value, fallback_charset="utf-8")
+            else:
+                plain = value
+    return name, extended if extended is not None else plain
+
+
 async def receive_upload(
     body: AsyncIterator[bytes], content_type: str | None, *, limit_bytes: int, store: BlobStore
 ) -> ReceivedUpload:
@@ -245,8 +349,8 @@ async def receive_upload(
     if ctype != b"multipart/form-data" or not boundary:
         raise BadUpload("Send the file as multipart/form-data, in a form field named 'file'.")
     receiver = _Receiver(limit_bytes, store)
-    parser = MultipartParser(boundary, receiver.callbacks())  # type: ignore[arg-type]
     try:
+        parser = MultipartParser(boundary, receiver.callbacks())  # type: ignore[arg-type]
         async for chunk in body:
             parser.write(chunk)
             if receiver.pending:
@@ -256,10 +360,26 @@ async def receive_upload(
                 receiver.pending.clear()
         parser.finalize()
         return _finish(receiver)
+    except FormParserError as exc:
+        if receiver.writer is not None:
+            await receiver.writer.abort()
+        raise BadUpload(_parse_failure(exc)) from None
     except BaseException:
         if receiver.writer is not None:
             await receiver.writer.abort()
         raise
+
+
+def _parse_failure(exc: FormParserError) -> str:
+    reason = str(exc).lower()
+    if "header size" in reason:
+        return "A part of the upload has headers longer than 4 KB (a file name that long?)."
+    if "header count" in reason:
+        return "A part of the upload has too many headers."
+    return (
+        "The upload is not valid multipart/form-data: its parts do not follow the boundary "
+        "given in its Content-Type header."
+    )
 
 
 def _finish(receiver: _Receiver) -> ReceivedUpload:
@@ -274,16 +394,11 @@ def _finish(receiver: _Receiver) -> ReceivedUpload:
     kind = claimed_kind(filename, part.content_type)
     check_bytes_match(kind, bytes(receiver.head))
     document_id = receiver.fields.get("document_id") or None
-    if document_id is not None and not DOCUMENT_ID_RE.fullmatch(document_id):
-        raise InvalidRequest("document_id must be 1 to 64 letters, digits, '.', '_' or '-'.")
+    if document_id is not None:
+        check_document_id(document_id)
     metadata: dict[str, Any] = {}
     if raw := receiver.fields.get("metadata"):
-        try:
-            metadata = json.loads(raw)
-        except json.JSONDecodeError:
-            raise InvalidRequest("metadata must be a JSON object.") from None
-        if not isinstance(metadata, dict):
-            raise InvalidRequest("metadata must be a JSON object.")
+        metadata = parse_metadata(raw)
     content_type = part.content_type
     if content_type in GENERIC_TYPES or KIND_BY_TYPE.get(content_type) != kind:
         content_type = CANONICAL_TYPES[kind]

@@ -16,31 +16,43 @@ from typing import Annotated, Any, Literal
 
 import anyio
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints, field_validator
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.background import BackgroundTask
 
 from docqa.answer import Answer, Answerer, ChatMessage, Question
 from docqa.api.deps import AskRateLimit, Owner, State, StreamSlot
+from docqa.api.errors import error_responses
 from docqa.errors import DocqaError
 from docqa.metrics import ASK_FIRST_TOKEN_SECONDS, ASK_TOKENS_STREAMED, ERRORS
+from docqa.upload import DOCUMENT_ID_PATTERN, storable_text_problem
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["ask"])
 
 PING_S = 15
-DocumentId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
+DocumentId = Annotated[str, StringConstraints(pattern=DOCUMENT_ID_PATTERN)]
+
+
+def _storable(value: str) -> str:
+    # PostgreSQL text holds neither NUL nor unpaired surrogates (JSON can carry both).
+    if problem := storable_text_problem(value):
+        raise ValueError(f"the text {problem}")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_storable)]
 
 
 class Turn(BaseModel):
     """One earlier turn of the conversation."""
 
     role: Literal["user", "assistant"]
-    content: str = Field(max_length=20_000)
+    content: Text = Field(max_length=20_000)
 
 
 class AskBody(BaseModel):
-    question: str = Field(min_length=1, max_length=2000, description="what to answer")
+    question: Text = Field(min_length=1, max_length=2000, description="what to answer")
     document_id: DocumentId | None = Field(default=None, description="answer from this document")
     document_ids: list[DocumentId] | None = Field(
         default=None, max_length=100, description="answer from these documents"
@@ -92,10 +104,7 @@ def _ping() -> ServerSentEvent:
     response_class=EventSourceResponse,
     responses={
         200: {"content": {"text/event-stream": {}}, "description": "the answer, streamed"},
-        404: {"description": "unknown document"},
-        409: {"description": "document not ready"},
-        502: {"description": "the model server failed"},
-        503: {"description": "the model server is unreachable or too slow"},
+        **error_responses(404, 409, 429, 502),
     },
 )
 async def ask(

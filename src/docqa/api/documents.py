@@ -8,20 +8,22 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import ClientDisconnect
 
 from docqa import documents
 from docqa.api.deps import Owner, State, UploadRateLimit
+from docqa.api.errors import error_responses
 from docqa.blobs import opened
-from docqa.errors import BadUpload, DocumentNotFound
+from docqa.errors import BadUpload, as_domain_error
 from docqa.jobs import defer_processing
 from docqa.metrics import UPLOAD_BYTES
-from docqa.upload import check_content_length, receive_upload
+from docqa.upload import DOCUMENT_ID_PATTERN, DOCUMENT_ID_RULE, receive_upload
 
-router = APIRouter(prefix="/api/v1", tags=["documents"])
+router = APIRouter(prefix="/api/v1", tags=["documents"], responses=error_responses(404))
+DocumentId = Annotated[str, Path(pattern=DOCUMENT_ID_PATTERN, description=DOCUMENT_ID_RULE)]
 
 EVENTS_POLL_S = 5.0
 Status = Literal["queued", "processing", "ready", "failed"]
@@ -36,7 +38,7 @@ _UPLOAD_SCHEMA: dict[str, Any] = {
                     "required": ["file"],
                     "properties": {
                         "file": {"type": "string", "format": "binary"},
-                        "document_id": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"},
+                        "document_id": {"type": "string", "pattern": DOCUMENT_ID_PATTERN},
                         "metadata": {"type": "string", "description": "a JSON object"},
                     },
                 }
@@ -46,13 +48,15 @@ _UPLOAD_SCHEMA: dict[str, Any] = {
 }
 
 
-@router.post("/upload", openapi_extra=_UPLOAD_SCHEMA)
+@router.post(
+    "/upload", openapi_extra=_UPLOAD_SCHEMA, responses=error_responses(400, 409, 415, 429, 507)
+)
 async def upload(
     request: Request, state: State, owner: Owner, _limit: UploadRateLimit
 ) -> dict[str, Any]:
     """Stream a file to storage and queue it for processing."""
+    # `BodyGuard` already refused a Content-Length over the limit, and counts the whole body.
     limit = state.settings.max_upload_bytes
-    check_content_length(request.headers.get("content-length"), limit)
     try:
         received = await receive_upload(
             request.stream(),
@@ -96,12 +100,18 @@ async def list_documents(
 
 
 @router.get("/documents/{document_id}")
-async def get_document(document_id: str, state: State, owner: Owner) -> dict[str, Any]:
+async def get_document(document_id: DocumentId, state: State, owner: Owner) -> dict[str, Any]:
     return documents.document_view(await documents.get_document(state.db, owner, document_id))
 
 
-@router.get("/documents/{document_id}/events")
-async def document_events(document_id: str, state: State, owner: Owner) -> EventSourceResponse:
+@router.get(
+    "/documents/{document_id}/events",
+    response_class=EventSourceResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "progress events"}},
+)
+async def document_events(
+    document_id: DocumentId, state: State, owner: Owner
+) -> EventSourceResponse:
     """Progress as server-sent events: `progress` on every change, then `ready` or `failed`."""
     doc = await documents.get_document(state.db, owner, document_id)
     pk = str(doc.pk)
@@ -117,9 +127,14 @@ async def document_events(document_id: str, state: State, owner: Owner) -> Event
                     current = documents.document_view(
                         await documents.get_document(state.db, owner, document_id)
                     )
-                except DocumentNotFound as exc:
+                except Exception as exc:
+                    # Deleted, or the database went away: say so, then end the stream.
+                    failure = as_domain_error(exc)
+                    if failure is None:
+                        raise
                     yield ServerSentEvent(
-                        json.dumps({"code": exc.code, "detail": exc.detail}), event="error"
+                        json.dumps({"code": failure.code, "detail": failure.detail}),
+                        event="error",
                     )
                     return
                 if current != last:
@@ -135,8 +150,12 @@ async def document_events(document_id: str, state: State, owner: Owner) -> Event
     return EventSourceResponse(stream(), ping=15)
 
 
-@router.get("/documents/{document_id}/file")
-async def document_file(document_id: str, state: State, owner: Owner) -> StreamingResponse:
+@router.get(
+    "/documents/{document_id}/file",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"*/*": {}}, "description": "the file, as uploaded"}},
+)
+async def document_file(document_id: DocumentId, state: State, owner: Owner) -> StreamingResponse:
     doc = await documents.get_document(state.db, owner, document_id)
     quoted = doc.filename.replace("\\", "_").replace('"', "_")
     headers = {
@@ -158,6 +177,6 @@ def _rfc5987(value: str) -> str:
 
 
 @router.delete("/documents/{document_id}", status_code=204)
-async def delete_document(document_id: str, state: State, owner: Owner) -> Response:
+async def delete_document(document_id: DocumentId, state: State, owner: Owner) -> Response:
     await documents.delete_document(state.db, state.store, owner, document_id)
     return Response(status_code=204)
