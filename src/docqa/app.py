@@ -17,7 +17,8 @@ from docqa.api import health as health_api
 from docqa.api import metrics as metrics_api
 from docqa.api import pages as pages_api
 from docqa.api import status as status_api
-from docqa.api.errors import RequestIdMiddleware, install_error_handlers
+from docqa.api.errors import RequestIdMiddleware, error_responses, install_error_handlers
+from docqa.api.limits import BodyGuard
 from docqa.api.metrics import RequestMetricsMiddleware
 from docqa.api.web import install_web
 from docqa.auth import NO_KEYS_SENTENCE, any_active_key
@@ -104,13 +105,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     # Outside everything that answers errors: those of /v1 leave in OpenAI's shape.
     app.add_middleware(ErrorShape, prefix="/v1", reshape=openai_shape)
+    # Innermost: the request's log line and metrics count the answers it gives too.
+    app.add_middleware(BodyGuard, settings=settings)
     # Inside RequestIdMiddleware, so that the request log line carries the request id.
     app.add_middleware(RequestMetricsMiddleware)
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
     app.include_router(health_api.router)
     app.include_router(metrics_api.router)
-    app.include_router(status_api.router)
+    # Declared here: the common error answers (401, 503, ...) every API route may give.
+    app.include_router(status_api.router, responses=error_responses())
     app.include_router(documents_api.router)
     app.include_router(ask_api.router)
     app.include_router(openai_chat.router)

@@ -57,6 +57,9 @@ async def get_caller(request: Request, state: State, _bearer: _Documented) -> Pr
     """Who is calling. Raises `Unauthorized` (401) in keys mode without a valid key."""
     if state.settings.auth != "keys":
         return Principal(owner_id=LOCAL_OWNER, key_id=None)
+    checked = getattr(request.state, "principal", None)
+    if isinstance(checked, Principal):
+        return checked  # checked by `BodyGuard` before it read the body
     principal = await authenticate(
         state.db, credential_from_header(request.headers.get("authorization"))
     )

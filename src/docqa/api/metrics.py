@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from docqa.api.deps import State
+from docqa.auth import credential_from_header
+from docqa.errors import MetricsForbidden, Unauthorized
 from docqa.metrics import REQUEST_SECONDS, read_cluster, render
+from docqa.settings import Settings
 
 log = logging.getLogger("docqa.requests")
 router = APIRouter(tags=["operations"])
@@ -21,9 +25,30 @@ _QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 @router.get("/metrics", include_in_schema=False)
-async def metrics(state: State) -> Response:
+async def metrics(request: Request, state: State) -> Response:
     """This process's metrics, and the cluster's read from the database (see docqa.metrics)."""
+    check_metrics_access(state.settings, request.headers.get("authorization"))
     return Response(render(await read_cluster(state.db)), media_type=CONTENT_TYPE_LATEST)
+
+
+def check_metrics_access(settings: Settings, authorization: str | None) -> None:
+    """Metrics count every owner's documents: open with auth off (loopback only), and with
+    DOCQA_AUTH=keys only to `Bearer <DOCQA_METRICS_TOKEN>`, never to an owner's API key."""
+    if settings.auth != "keys":
+        return
+    if settings.metrics_token is None:
+        raise MetricsForbidden(
+            "With DOCQA_AUTH=keys, /metrics is served only to the metrics token, and none is "
+            "set: set DOCQA_METRICS_TOKEN and scrape with `Authorization: Bearer <token>`."
+        )
+    sent = credential_from_header(authorization)
+    expected = settings.metrics_token.get_secret_value()
+    if sent is None:
+        raise Unauthorized(
+            "/metrics needs the metrics token as a bearer token.", invalid_token=False
+        )
+    if not secrets.compare_digest(sent.encode(), expected.encode()):
+        raise Unauthorized("This is not the metrics token.", invalid_token=True)
 
 
 def _route_template(scope: Scope) -> str:
