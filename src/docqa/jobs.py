@@ -10,12 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 import procrastinate
 from procrastinate import JobContext, RetryStrategy
-from procrastinate.exceptions import AlreadyEnqueued
+from procrastinate.connector import Notify
+from procrastinate.exceptions import AlreadyEnqueued, ConnectorException
 from sqlalchemy import text
 
 from docqa.documents import notify_changed
@@ -43,11 +46,39 @@ _ORPHANS_SQL = text(
 )
 
 
+# While the database is away, the job listener tries again this often (doubling from the first).
+LISTEN_RETRY_S = (0.2, 2.0)
+
+
+class ListeningConnector(procrastinate.PsycopgConnector):
+    """procrastinate's psycopg connector, with a LISTEN that outlives a database outage.
+
+    procrastinate (3.10) reconnects its LISTEN connection once when it breaks; if the
+    database is still down at that moment the listener task ends with `ConnectorException`.
+    Nothing restarts it: the worker's side-task monitor stops watching as soon as any side
+    task returns, and the periodic deferrer returns at start when there are no periodic
+    tasks. The worker then finds new jobs only by its 5 s poll. Here the listener keeps
+    trying until the database answers, then LISTENs again.
+    """
+
+    async def listen_notify(self, on_notification: Notify, channels: Iterable[str]) -> None:
+        channels = list(channels)
+        delay = LISTEN_RETRY_S[0]
+        while True:
+            started = time.monotonic()
+            try:
+                await super().listen_notify(on_notification=on_notification, channels=channels)
+            except ConnectorException:
+                log.warning("job listener lost the database; listening again in %.1f s", delay)
+            if time.monotonic() - started > 10 * LISTEN_RETRY_S[1]:
+                delay = LISTEN_RETRY_S[0]  # it had been listening well: a new outage
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, LISTEN_RETRY_S[1])
+
+
 def build_job_app(settings: Settings, url: str) -> procrastinate.App:
     """A procrastinate App bound to `url`, with docqa's task registered."""
-    app = procrastinate.App(
-        connector=procrastinate.PsycopgConnector(conninfo=url, min_size=1, max_size=4)
-    )
+    app = procrastinate.App(connector=ListeningConnector(conninfo=url, min_size=1, max_size=4))
     max_attempts = settings.job_max_attempts
 
     @app.task(

@@ -69,7 +69,8 @@ class ProgressHub:
             except Exception:
                 log.warning("progress listener lost its connection; reconnecting", exc_info=True)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+                # Short, so that streams are woken by NOTIFY again soon after an outage ends.
+                delay = min(delay * 2, 2.0)
 
     def _wake_all(self) -> None:
         for events in self._watchers.values():
