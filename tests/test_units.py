@@ -100,7 +100,9 @@ def test_claimed_kind_from_name_and_type() -> None:
     with pytest.raises(UnsupportedType):
         claimed_kind("a.pdf", "text/html")
     with pytest.raises(UnsupportedType):
-        claimed_kind("image.png", "image/png")
+        claimed_kind("clip.mp4", "video/mp4")
+    assert claimed_kind("scan.PNG", "application/octet-stream") == "png"
+    assert claimed_kind("photo.jpg", "image/png") == "jpeg"  # one family: the name decides
 
 
 def test_chunks_fit_the_model_and_keep_their_page() -> None:

@@ -25,6 +25,7 @@ from docqa.auth import NO_KEYS_SENTENCE, any_active_key
 from docqa.blobs import make_blob_store
 from docqa.db import migrate
 from docqa.db.engine import UnsupportedDatabase, open_database
+from docqa.formats.ocr import OcrUnavailable, check_settings
 from docqa.ingest.embed import Tokenizer, make_embedder
 from docqa.ingest.pipeline import Runtime
 from docqa.jobs import build_job_app, run_worker
@@ -44,6 +45,11 @@ class StartupRefused(RuntimeError):
 @contextlib.asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
+    try:
+        check_settings(settings.ocr, settings.ocr_languages)
+    except OcrUnavailable as exc:  # an OCR language not installed: say which package
+        log.error(str(exc))
+        raise StartupRefused(str(exc)) from None
     try:
         db = await open_database(settings)
     except UnsupportedDatabase as exc:  # pgvector too old: say what to do, not a traceback

@@ -7,6 +7,7 @@ import asyncio
 from docqa.blobs import make_blob_store
 from docqa.db import migrate
 from docqa.db.engine import open_database
+from docqa.formats.ocr import OcrUnavailable, check_settings
 from docqa.ingest.embed import Tokenizer, make_embedder
 from docqa.ingest.pipeline import Runtime
 from docqa.jobs import build_job_app, run_worker
@@ -14,6 +15,10 @@ from docqa.settings import Settings
 
 
 async def worker_main(settings: Settings, name: str) -> None:
+    try:
+        check_settings(settings.ocr, settings.ocr_languages)
+    except OcrUnavailable as exc:  # say what to install, not a traceback
+        raise SystemExit(str(exc)) from None
     store = make_blob_store(settings)
     db = await open_database(settings, pool_size=4)
     try:

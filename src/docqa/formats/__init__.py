@@ -88,6 +88,14 @@ def _is_rtf(head: bytes) -> bool:
     return head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{\\rtf")
 
 
+def _is_png(head: bytes) -> bool:
+    return head.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def _is_jpeg(head: bytes) -> bool:
+    return head.startswith(b"\xff\xd8\xff")
+
+
 def _is_tiff(head: bytes) -> bool:
     return head.startswith((b"II*\x00", b"MM\x00*"))
 
@@ -232,6 +240,43 @@ FORMATS: tuple[Format, ...] = (
     ),
     Format(
         "text", "a plain-text file", (".txt", ".text"), ("text/plain",), _is_text, "text", "text"
+    ),
+    # Images are read by OCR (docs/ocr.md), a page per image; a TIFF has a page per frame.
+    Format(
+        "png", "a PNG image", (".png",), ("image/png",), _is_png, "image", "image", "page", True
+    ),
+    Format(
+        "jpeg",
+        "a JPEG image",
+        (".jpg", ".jpeg", ".jpe"),
+        ("image/jpeg", "image/pjpeg"),
+        _is_jpeg,
+        "image",
+        "image",
+        "page",
+        True,
+    ),
+    Format(
+        "tiff",
+        "a TIFF image",
+        (".tif", ".tiff"),
+        ("image/tiff", "image/tiff-fx"),
+        _is_tiff,
+        "image",
+        "image",
+        "page",
+        True,
+    ),
+    Format(
+        "webp",
+        "a WebP image",
+        (".webp",),
+        ("image/webp",),
+        _is_webp,
+        "image",
+        "image",
+        "page",
+        True,
     ),
 )
 

@@ -57,11 +57,14 @@ class ReadContext:
         max_pages: int,
         ocr: bool = True,
         ocr_languages: str = "eng",
+        ocr_timeout_s_per_page: float = 30.0,
         report: Callable[[tuple[object, ...]], None] | None = None,
     ) -> None:
         self.max_pages = max_pages
         self.ocr = ocr
         self.ocr_languages = ocr_languages
+        # The extra time to ask for (`extend_budget`) for each page that needs recognising.
+        self.ocr_timeout_s_per_page = ocr_timeout_s_per_page
         self._report = report or (lambda message: None)
 
     def total(self, pages: int) -> None:

@@ -409,11 +409,22 @@ def read(path: Path, ctx: ReadContext) -> Iterator[Page]:
     # The sampled pages are read once: kept for their turn, dropped as it passes.
     sampled = {i: _lines(pdf, i) for i in _sample(total)}
     furniture = learn_furniture(list(sampled.values()))
-    for index in range(total):
-        lines = sampled.pop(index, None)
-        if lines is None:
-            lines = _lines(pdf, index)
-        yield layout_page(index + 1, lines, furniture.lines(lines))
+
+    def text_layers() -> Iterator[list[Line]]:
+        for index in range(total):
+            lines = sampled.pop(index, None)
+            yield _lines(pdf, index) if lines is None else lines
+
+    # Pages without a usable text layer are recognised (docs/ocr.md); the others keep theirs.
+    pages: Iterator[tuple[list[Line], bool]] = ((lines, False) for lines in text_layers())
+    if ctx.ocr:
+        from docqa.formats import ocr  # imported here: it builds on this module's lines
+
+        pages = ocr.recognise_pdf(pdf, ctx, text_layers(), ocr.plan(pdf, total, sampled))
+    for index, (lines, recognised) in enumerate(pages):
+        page = layout_page(index + 1, lines, furniture.lines(lines))
+        page.ocr = recognised
+        yield page
 
 
 def _sample(total: int) -> list[int]:

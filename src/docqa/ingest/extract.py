@@ -28,7 +28,17 @@ from docqa.formats.page import Page, ReadContext, check_page_count
 _context_lock = threading.Lock()
 _context: multiprocessing.context.ForkServerContext | None = None
 # Modules every extraction needs, imported once by the fork server instead of by every child.
-PRELOAD = ["docqa.formats.pdf", "docqa.formats.page", "pypdfium2", "docx", "bs4", "lxml"]
+# Tesseract itself is loaded by the child that needs it (docqa.formats.ocr sets its threads first).
+PRELOAD = [
+    "docqa.formats.pdf",
+    "docqa.formats.page",
+    "docqa.formats.ocr",
+    "pypdfium2",
+    "PIL.Image",
+    "docx",
+    "bs4",
+    "lxml",
+]
 
 
 @dataclass(frozen=True)
@@ -44,6 +54,7 @@ class Limits:
 class ReadOptions:
     ocr: bool = True
     ocr_languages: str = "eng"
+    ocr_timeout_s_per_page: float = 30.0
 
 
 # (stage, done, total): "extracting" counts pages read, "ocr" pages recognised.
@@ -74,6 +85,7 @@ def _child(
         max_pages=limits.max_pages,
         ocr=options.ocr,
         ocr_languages=options.ocr_languages,
+        ocr_timeout_s_per_page=options.ocr_timeout_s_per_page,
         report=conn.send,
     )
     try:
@@ -177,12 +189,16 @@ def _died(exitcode: int | None, limits: Limits) -> ExtractionFailed:
     return ExtractionFailed("corrupt", "This file is damaged or malformed, so it cannot be read.")
 
 
-def check_has_text(pages: list[Page]) -> None:
-    """Fail documents that are (nearly) all images: fewer than 4 letters or digits per page."""
+def check_has_text(pages: list[Page], *, ocr: bool = True) -> None:
+    """Fail documents with (nearly) nothing to read, OCR included: fewer than 4 letters or
+    digits per page. `ocr` says whether pages without a text layer were recognised."""
     alnum = sum(sum(c.isalnum() for c in p.text) for p in pages)
     if not pages or alnum < 4 * len(pages):
         raise ExtractionFailed(
             "no_text",
-            "No text could be read from this file: it looks like scanned images, and docqa "
-            "does not read text from images (OCR) yet.",
+            "No text could be read from this file, not even by recognising its images (OCR): "
+            "its pages look blank, or hold pictures without words."
+            if ocr
+            else "No text could be read from this file: it looks like scanned images, and text "
+            "recognition (OCR) is turned off here (DOCQA_OCR=off).",
         )

@@ -192,7 +192,11 @@ async def _extract_and_index_file(
         settings.extract_memory_mb,
         max_extra_s=settings.ocr_timeout_s_per_page * settings.max_pages,
     )
-    options = ReadOptions(ocr=settings.ocr == "on", ocr_languages=settings.ocr_languages)
+    options = ReadOptions(
+        ocr=settings.ocr == "on",
+        ocr_languages=settings.ocr_languages,
+        ocr_timeout_s_per_page=settings.ocr_timeout_s_per_page,
+    )
     loop = asyncio.get_running_loop()
     progress = _Progress()
     arrived: asyncio.Queue[Page | None] = asyncio.Queue()
@@ -256,7 +260,7 @@ async def _extract_and_index_file(
         progress.read = True
         progress.changed.set()
         timings["extract_s"] = ended[0] - t0
-        check_has_text(every_page)
+        check_has_text(every_page, ocr=options.ocr)
         if indexer.queued < len(chunks):
             await indexer.add(chunks[indexer.queued :], pages)
         await indexer.finish()

@@ -1,0 +1,415 @@
+"""OCR with Tesseract: which pages need it, and recognising them into lines with word boxes.
+
+Tesseract is Debian's (`tesseract-ocr` and its `tesseract-ocr-<lang>` language packages); the
+binding is `tesserocr`, which runs Tesseract in this process and releases the GIL while it
+recognises, so a few threads use every core (docs/ocr.md has the measurements behind the
+choice). Its wheel bundles its own libtesseract but no language data: it is pointed at Debian's.
+
+Recognised words become the same `Line`s of `Glyph`s the PDF text layer gives, so OCR'd pages go
+through the same layout (paragraphs, hyphenated line ends, furniture, word boxes for citations).
+Nothing heavy is imported at module level: the API process checks languages with this module.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from docqa.formats.page import ReadContext, normalise_char
+from docqa.formats.pdf import Glyph, Line
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+# Where Debian (and other distributions) put Tesseract's language data; TESSDATA_PREFIX wins.
+TESSDATA_DIRS = (
+    "/usr/share/tesseract-ocr/5/tessdata",
+    "/usr/share/tesseract-ocr/4.00/tessdata",
+    "/usr/share/tessdata",
+    "/usr/local/share/tessdata",
+)
+_LANGUAGE = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+# Threads recognising at once in one extraction: one per core, a few at most (each holds a
+# Tesseract instance and a page image).
+MAX_THREADS = 4
+# Recognised lines whose words Tesseract trusts less than this on average are not text (photo
+# texture, drawings); within a line, words below the second are specks.
+MIN_LINE_CONFIDENCE = 50.0
+MIN_WORD_CONFIDENCE = 20.0
+
+
+class OcrUnavailable(Exception):
+    """OCR is on but cannot run as configured; the message says what to install or set."""
+
+
+def tessdata_dir() -> Path | None:
+    """The folder holding `<lang>.traineddata`: `TESSDATA_PREFIX` (the folder itself or its
+    parent, as Tesseract accepts both), else the first distribution folder that exists."""
+    prefix = os.environ.get("TESSDATA_PREFIX")
+    candidates = [Path(prefix), Path(prefix) / "tessdata"] if prefix else []
+    candidates += [Path(d) for d in TESSDATA_DIRS]
+    for folder in candidates:
+        if folder.is_dir() and any(folder.glob("*.traineddata")):
+            return folder
+    return None
+
+
+def debian_package(language: str) -> str:
+    """The Debian package that holds a Tesseract language (`chi_sim`: tesseract-ocr-chi-sim)."""
+    return "tesseract-ocr-" + language.lower().replace("_", "-")
+
+
+def check_languages(languages: str) -> Path:
+    """Raise `OcrUnavailable` unless every language of `languages` (`eng+deu`) is installed;
+    returns the language data folder."""
+    names = languages.split("+")
+    if not all(_LANGUAGE.fullmatch(n) for n in names):
+        raise OcrUnavailable(
+            f"DOCQA_OCR_LANGUAGES must be Tesseract language codes joined by '+', such as eng "
+            f"or eng+deu; '{languages}' is not."
+        )
+    folder = tessdata_dir()
+    if folder is None:
+        packages = " ".join(["tesseract-ocr", *(debian_package(n) for n in names)])
+        raise OcrUnavailable(
+            "OCR is on, but Tesseract's language data was not found: install the Debian "
+            f"packages {packages} (apt-get install {packages}), or set DOCQA_OCR=off."
+        )
+    missing = [n for n in names if not (folder / f"{n}.traineddata").is_file()]
+    if missing:
+        packages = " ".join(debian_package(n) for n in missing)
+        noun = "language is" if len(missing) == 1 else "languages are"
+        raise OcrUnavailable(
+            f"The OCR {noun} not installed: {', '.join(missing)} (DOCQA_OCR_LANGUAGES="
+            f"{languages}). Install the Debian package{'s' if len(missing) > 1 else ''} "
+            f"{packages} (apt-get install {packages}), or leave "
+            f"{'it' if len(missing) == 1 else 'them'} out of DOCQA_OCR_LANGUAGES."
+        )
+    return folder
+
+
+def check_settings(ocr: str, languages: str) -> None:
+    """At start: with OCR on, refuse languages whose data is not installed (`OcrUnavailable`)."""
+    if ocr == "on":
+        check_languages(languages)
+
+
+# Characters that repeat as leaders in tables of contents ("Chapter 1 ........ 5"): neither
+# letters nor garbage, so left out of the share.
+_LEADERS = frozenset("._-·…=")
+# A text layer with fewer letters and digits than this reads as nothing: a scan with a stamp,
+# a page number or a title over an image.
+SPARSE_CHARS = 32
+# A text layer whose visible characters are less than this share letters and digits is garbage:
+# glyph ids of fonts without a Unicode map, read as control characters. Measured over 4,295 real
+# pages (docs/ocr.md): good pages ≥ 0.57, garbage ones ≤ 0.31.
+MIN_ALNUM_SHARE = 0.45
+
+
+@dataclass(frozen=True)
+class TextQuality:
+    alnum: int  # letters and digits
+    visible: int  # every character but spaces and leaders; undecodable glyphs included
+
+    @property
+    def sparse(self) -> bool:
+        return self.alnum < SPARSE_CHARS
+
+    @property
+    def garbage(self) -> bool:
+        return not self.sparse and self.alnum < MIN_ALNUM_SHARE * self.visible
+
+
+def text_quality(chars: Iterable[str]) -> TextQuality:
+    """How readable a text layer is, from its glyphs' normalised texts (`""`: a glyph that
+    decodes to nothing, such as a control character or a private-use code point)."""
+    alnum = visible = 0
+    for text in chars:
+        if text.isspace() or text in _LEADERS:
+            continue
+        visible += 1
+        alnum += any(c.isalnum() for c in text)
+    return TextQuality(alnum, visible)
+
+
+def lines_quality(lines: Sequence[Line]) -> TextQuality:
+    return text_quality(g.text for line in lines for g in line.glyphs)
+
+
+def raw_quality(text: str) -> TextQuality:
+    """The same measure over a text layer as pdfium returns it (before normalising)."""
+    return text_quality(normalise_char(c) for c in text if not c.isspace())
+
+
+@dataclass
+class _Word:
+    text: str
+    box: tuple[float, float, float, float]
+    confidence: float  # Tesseract's, 0 to 100
+
+
+def _trusted(words: list[_Word]) -> list[_Word]:
+    """A recognised line's words that are text: a line Tesseract doubts as a whole is the
+    texture of a photo or drawing (measured: text lines average 80 to 96, photo noise about
+    40), and within a kept line a word it all but rejects is a speck."""
+    if not words or sum(w.confidence for w in words) < MIN_LINE_CONFIDENCE * len(words):
+        return []
+    return [w for w in words if w.confidence >= MIN_WORD_CONFIDENCE]
+
+
+class Tesseract:
+    """Recognition on a few threads, each with its own Tesseract instance."""
+
+    def __init__(self, languages: str, threads: int | None = None) -> None:
+        # Debian's libtesseract uses OpenMP; threads of ours times OpenMP's would oversubscribe
+        # the cores (measured 4x slower under load). Set before the library is loaded.
+        os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+        self.languages = languages
+        self.datapath = str(check_languages(languages)) + os.sep
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+        self.threads = max(1, min(threads or cores, MAX_THREADS))
+        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="docqa-ocr")
+        self._local = threading.local()
+        self._apis: list[Any] = []
+        self._lock = threading.Lock()
+
+    def _api(self) -> Any:
+        api = getattr(self._local, "api", None)
+        if api is None:
+            import tesserocr
+
+            api = tesserocr.PyTessBaseAPI(path=self.datapath, lang=self.languages)
+            self._local.api = api
+            with self._lock:
+                self._apis.append(api)
+        return api
+
+    def submit(self, image: Image, points_high: float, dpi: int = 0) -> Future[list[Line]]:
+        """Recognise `image` on a worker thread: its lines, boxes in fractions of the image.
+        `points_high` is the page's height in points, to give lines a font size."""
+        return self._pool.submit(self._recognise, image, points_high, dpi)
+
+    def _recognise(self, image: Image, points_high: float, dpi: int) -> list[Line]:
+        import tesserocr
+
+        api = self._api()
+        api.SetImage(image)
+        if dpi:
+            api.SetSourceResolution(dpi)
+        api.Recognize()
+        width, height = image.size
+        rows: list[list[_Word]] = []
+        iterator = api.GetIterator()
+        if iterator is None:
+            return []
+        level = tesserocr.RIL.WORD
+        for word in tesserocr.iterate_level(iterator, level):
+            try:
+                text = word.GetUTF8Text(level) or ""
+            except RuntimeError:  # tesserocr's way of saying "no text here"
+                continue
+            box = word.BoundingBox(level)
+            if not rows or word.IsAtBeginningOf(tesserocr.RIL.TEXTLINE):
+                rows.append([])
+            if text.strip() and box is not None:
+                x0, y0, x1, y1 = box
+                fractions = (x0 / width, y0 / height, x1 / width, y1 / height)
+                rows[-1].append(_Word(text, fractions, word.Confidence(level)))
+        api.Clear()
+        return [line for row in rows if (line := _line(_trusted(row), points_high)) is not None]
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            for api in self._apis:
+                api.End()
+            self._apis.clear()
+
+
+def _line(words: Sequence[_Word], points_high: float) -> Line | None:
+    """One recognised line as glyphs: a glyph per word (a line-end hyphen on its own, so the
+    layout can join the word across the break), a space between words."""
+    glyphs: list[Glyph] = []
+    for word in words:
+        text = "".join(normalise_char(c) for c in word.text).strip()
+        if not text:
+            continue
+        if glyphs:
+            glyphs.append(Glyph(" ", None))
+        if len(text) > 1 and text.endswith("-") and text[-2].isalpha():
+            glyphs += [Glyph(text[:-1], word.box), Glyph("-", word.box)]
+        else:
+            glyphs.append(Glyph(text, word.box))
+    boxes = [g.box for g in glyphs if g.box is not None]
+    if not boxes:
+        return None
+    box = (
+        min(b[0] for b in boxes),
+        min(b[1] for b in boxes),
+        max(b[2] for b in boxes),
+        max(b[3] for b in boxes),
+    )
+    # Tesseract's word boxes run from ascender to descender: about the font size.
+    return Line(glyphs, box, round((box[3] - box[1]) * points_high, 1))
+
+
+# PDF pages are rendered at this resolution for recognition (measured: docs/ocr.md)...
+DPI = 300
+# ...unless the page is so large that the image would pass this many pixels (a poster, a
+# drawing): then at the resolution that fits.
+MAX_RENDER_PIXELS = 50_000_000
+# Pages read ahead of the one to hand over next, while it is being recognised.
+MAX_PENDING = 32
+
+
+def render(pdf: Any, index: int) -> tuple[Image, float, int]:
+    """Page `index` as a greyscale image for recognition, the page's height in points, and the
+    resolution used. pdfium is not thread-safe: call this from the reading thread only."""
+    page = pdf[index]
+    try:
+        width, height = page.get_size()
+        scale = DPI / 72
+        if width * height * scale * scale > MAX_RENDER_PIXELS:
+            scale = (MAX_RENDER_PIXELS / (width * height)) ** 0.5
+        bitmap = page.render(scale=scale, grayscale=True, may_draw_forms=True)
+        try:
+            image = bitmap.to_pil().copy()  # the bitmap's buffer is freed with it
+        finally:
+            bitmap.close()
+        return image, image.height / scale, round(scale * 72)
+    finally:
+        page.close()
+
+
+def _draws(pdf: Any, index: int, *, images_only: bool) -> bool:
+    """Does the page draw images (or, with `images_only` false, anything at all)?"""
+    import pypdfium2 as pdfium
+    import pypdfium2.raw as raw
+
+    try:
+        page = pdf[index]
+    except pdfium.PdfiumError:
+        return False
+    try:
+        count = raw.FPDFPage_CountObjects(page)
+        if not images_only:
+            return bool(count > 0)
+        pictures = (raw.FPDF_PAGEOBJ_IMAGE, raw.FPDF_PAGEOBJ_FORM)
+        return any(
+            raw.FPDFPageObj_GetType(raw.FPDFPage_GetObject(page, i)) in pictures
+            for i in range(count)
+        )
+    finally:
+        page.close()
+
+
+def needs_ocr(pdf: Any, index: int, quality: TextQuality) -> bool:
+    """A page needs OCR when its text layer is garbage, or reads (next to) nothing while the
+    page draws something: images, or, with no text at all, anything (text drawn as outlines)."""
+    if quality.garbage:
+        return True
+    return quality.sparse and _draws(pdf, index, images_only=quality.alnum > 0)
+
+
+def _scan_quality(pdf: Any, index: int) -> TextQuality:
+    """A page's text-layer quality without laying it out: cheap, for planning."""
+    import pypdfium2 as pdfium
+
+    try:
+        page = pdf[index]
+    except pdfium.PdfiumError:
+        return TextQuality(0, 0)
+    try:
+        textpage = page.get_textpage()
+        try:
+            return raw_quality(textpage.get_text_range())
+        finally:
+            textpage.close()
+    except pdfium.PdfiumError:
+        return TextQuality(0, 0)
+    finally:
+        page.close()
+
+
+def plan(pdf: Any, total: int, sampled: dict[int, list[Line]]) -> set[int] | None:
+    """The pages that need OCR, when it shows in the sampled pages (then every other page is
+    checked cheaply, so that the `ocr` stage knows its total); None when no sampled page needs
+    it: a born-digital document pays nothing more, and a rare scanned page is found as read."""
+    flagged = {i for i, lines in sampled.items() if needs_ocr(pdf, i, lines_quality(lines))}
+    if not flagged or len(sampled) == total:
+        return flagged or None
+    return flagged | {
+        i for i in range(total) if i not in sampled and needs_ocr(pdf, i, _scan_quality(pdf, i))
+    }
+
+
+def recognise_pdf(
+    pdf: Any,
+    ctx: ReadContext,
+    layers: Iterator[list[Line]],
+    planned: set[int] | None,
+) -> Iterator[tuple[list[Line], bool]]:
+    """Each page's lines in order, as `(lines, recognised)`: the text layer, or what OCR read
+    where the page needs it and OCR reads more letters and digits than the layer has.
+
+    Pages are rendered here (pdfium is single-threaded) and recognised on `Tesseract`'s threads
+    while the next pages are read; every page that needs OCR asks for more time.
+    """
+    expected = len(planned) if planned else 0
+    if expected:
+        ctx.extend_budget(expected * ctx.ocr_timeout_s_per_page)
+        ctx.stage("ocr", 0, expected)
+    engine: Tesseract | None = None
+    pending: deque[tuple[list[Line], Future[list[Line]] | None]] = deque()
+    done = 0
+
+    def finish(lines: list[Line], job: Future[list[Line]] | None) -> tuple[list[Line], bool]:
+        nonlocal done
+        if job is None:
+            return lines, False
+        recognised = job.result()
+        done += 1
+        ctx.stage("ocr", done, max(expected, done))
+        if lines_quality(recognised).alnum > lines_quality(lines).alnum:
+            return recognised, True
+        return lines, False
+
+    try:
+        for index, lines in enumerate(layers):
+            job = None
+            if planned is not None:
+                wanted = index in planned
+            else:
+                wanted = needs_ocr(pdf, index, lines_quality(lines))
+                if wanted:
+                    expected += 1
+                    ctx.extend_budget(ctx.ocr_timeout_s_per_page)
+            if wanted:
+                engine = engine or Tesseract(ctx.ocr_languages)
+                image, points_high, dpi = render(pdf, index)
+                job = engine.submit(image, points_high, dpi)
+            pending.append((lines, job))
+            while pending and (
+                pending[0][1] is None
+                or pending[0][1].done()
+                or len(pending) >= MAX_PENDING
+                # One rendered page waits for each thread to free up; no more.
+                or sum(j is not None for _, j in pending) > engine_threads(engine) + 1
+            ):
+                yield finish(*pending.popleft())
+        while pending:
+            yield finish(*pending.popleft())
+    finally:
+        if engine is not None:
+            engine.close()
+
+
+def engine_threads(engine: Tesseract | None) -> int:
+    return engine.threads if engine is not None else 1
