@@ -194,14 +194,6 @@ async def test_filtered_vector_scan_returns_the_whole_small_scope(
     assert sims == sorted(sims, reverse=True)
 
 
-def test_ef_search_grows_with_the_filter_and_gives_way_to_exact() -> None:
-    assert vector.ef_search_for(50, 500, 1e6) is None  # small scope: exact
-    big = vector.EXACT_MAX_CHUNKS + 1
-    assert vector.ef_search_for(50, big, big) == vector.EF_SEARCH_MIN
-    assert vector.ef_search_for(50, big, 4 * big) == 400
-    assert vector.ef_search_for(50, big, 100 * big) is None  # HNSW cannot find enough
-
-
 @pytest.mark.parametrize("mode", ["lexical", "vector", "hybrid"])
 async def test_results_stay_within_owner_and_documents(corpus: Corpus, mode: str) -> None:
     asked = [corpus.pks["rivers"], corpus.pks["rain"]]
