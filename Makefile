@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup setup-dev system-deps serve worker test lint format bench eval clean
+.PHONY: setup setup-dev system-deps serve worker test lint format bench eval fuzz clean
 
 # `setup` is what serving needs; `setup-dev` adds the tools and test libraries (Playwright,
 # mypy, ruff, ...). PyTorch's CPU build goes in first: see scripts/install-torch.sh.
@@ -59,6 +59,13 @@ EVAL_ARGS ?=
 # 43 mmlongbench PDFs. Another set: `make eval EVAL_DATASET=path/to/beir EVAL_ARGS=--json`.
 eval: setup
 	$(VENV)/bin/docqa eval $(EVAL_DATASET) $(EVAL_ARGS)
+
+FUZZ_EXAMPLES ?= 200
+
+# Property-based fuzzing of the API from its OpenAPI schema (schemathesis) against a real server,
+# with FUZZ_EXAMPLES examples per operation (`make test` runs 10); see docs/hardening.md.
+fuzz: setup
+	DOCQA_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest tests/test_fuzz.py -s $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .docqa .pytest_cache .mypy_cache .ruff_cache test-output
