@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import zipfile
 from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +34,10 @@ def _text(element: Any) -> str:
 
 def _table(table: Any) -> list[list[str]]:
     rows: list[list[str]] = []
-    for row in table.traverse():
-        cells = [" ".join(_text(c).split()) for c in row.traverse()][:_MAX_ROW_CELLS]
+    for row in islice(table.traverse(), _MAX_TABLE_ROWS):
+        cells = [" ".join(_text(c).split()) for c in islice(row.traverse(), _MAX_ROW_CELLS)]
         if any(cells):
             rows.append(cells)
-        if len(rows) >= _MAX_TABLE_ROWS:
-            break
     return rows
 
 

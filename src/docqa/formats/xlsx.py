@@ -129,11 +129,12 @@ def _fill_merged(rows: dict[int, dict[int, str]], merged: list[str]) -> None:
 
 
 def _grid(rows: dict[int, dict[int, str]]) -> Iterator[list[str]]:
-    first_col = min(min(r) for r in rows.values())
-    last_col = max(max(r) for r in rows.values())
+    # Only the columns that hold something: one stray cell in column XFD must not make every
+    # row 16,384 cells wide.
+    columns = sorted({c for cells in rows.values() for c in cells})
     for index in sorted(rows):
         cells = rows[index]
-        yield [cells.get(c, "") for c in range(first_col, last_col + 1)]
+        yield [cells.get(c, "") for c in columns]
 
 
 def _open(path: Path, file: BinaryIO) -> Any:
