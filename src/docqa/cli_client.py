@@ -85,7 +85,7 @@ def _in_process_settings(verbose: int, **overrides: Any) -> Settings:
     if settings.database_url:
         from docqa.db.engine import redacted
 
-        where = f"database {redacted(settings.database_url)}, files in {settings.blob_dir}"
+        where = f"database {redacted(settings.database_url)}, {where}"
     from docqa.client import default_server_url
 
     notice(f"no server at {default_server_url()}; running docqa in this process ({where}).")
