@@ -116,6 +116,21 @@ async def test_page_is_served_with_a_strict_policy(stack: Stack) -> None:
             assert response.headers["cache-control"] == "no-cache"
 
 
+async def test_page_lists_every_accepted_type(web: Web, stack: Stack) -> None:
+    """The picker and the drop zone's hint come from GET /api/v1/formats, new types included."""
+    async with httpx.AsyncClient(base_url=stack.base_url) as client:
+        listed = (await client.get("/api/v1/formats")).json()["formats"]
+    hint = web.page.locator("#dropzone-hint")
+    # Only the script sets the hint's title (the full names), after it has set the picker's list.
+    await expect(hint).to_have_attribute("title", re.compile("PowerPoint"))
+    for label in ("PDF", "DOCX", "PPTX", "XLSX", "CSV", "TSV", "EPUB", "EML"):
+        await expect(hint).to_contain_text(label)
+    picker = web.page.locator("#file-input")
+    accept = set((await picker.get_attribute("accept") or "").split(","))
+    assert {e for f in listed for e in f["extensions"]} <= accept
+    assert {".pptx", ".xlsx", ".csv", ".tsv", ".epub", ".eml", ".odt", ".rtf"} <= accept
+
+
 async def test_sse_reader_splits_events_wherever_the_chunks_break(web: Web) -> None:
     """The page's fetch-based SSE reader, fed the answer format in awkward pieces: CRLF split
     across chunks, a delta spanning several data lines, comments, an event name."""

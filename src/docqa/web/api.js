@@ -136,6 +136,7 @@ export async function* streamEvents(path, init = {}) {
 
 export const paths = {
   upload: "api/v1/upload",
+  formats: "api/v1/formats",
   ask: "api/v1/ask",
   documents: (params) => `api/v1/documents?${new URLSearchParams(params)}`,
   document: (id) => `api/v1/documents/${encodeURIComponent(id)}`,

@@ -4,6 +4,7 @@
 import { getKey, onKeyNeeded, setKey } from "./api.js";
 import { Chat } from "./chat.js";
 import { DocumentList } from "./documents.js";
+import { showAcceptedTypes } from "./drop.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -111,6 +112,7 @@ function main() {
     if (e.key === "Escape" && chat.running && !document.querySelector("dialog[open]")) chat.stop();
   });
 
+  showAcceptedTypes($("file-input"), $("dropzone-hint"));
   docs.load();
 }
 
