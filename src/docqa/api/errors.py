@@ -171,9 +171,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        if exc.status_code == 400 and (problem := _body_problem(exc.__cause__)):
-            # FastAPI's "There was an error parsing the body", with its cause in words.
-            return error_response(422, problem, "invalid_request")
+        if exc.status_code == 400 and exc.__cause__ is not None:
+            # FastAPI's "There was an error parsing the body": answer its cause instead (a
+            # refusal `BodyGuard` raised while the body was read, or undecodable bytes).
+            if (refusal := as_domain_error(exc.__cause__)) is not None:
+                return domain_response(refusal)
+            if problem := _body_problem(exc.__cause__):
+                return error_response(422, problem, "invalid_request")
         code, sentence = _HTTP_CODES.get(exc.status_code, ("http_error", str(exc.detail)))
         response = error_response(exc.status_code, sentence, code)
         if exc.headers:

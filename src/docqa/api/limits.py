@@ -9,8 +9,9 @@
 - gives up on a client that sends nothing for `DOCQA_BODY_TIMEOUT_S` (408).
 
 Bodies other than uploads are small, so they are read here in full and handed on; an upload
-streams through, and an error raised from `receive` reaches the upload route, which removes
-the partial file before the error is answered.
+streams through. A refusal is raised from `receive` when the app asks for the body, so that the
+one error-mapping place (docqa.api.errors) answers it; the upload route first removes the
+partial file.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from typing import Any
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from docqa.api.errors import domain_response, failure_response
 from docqa.auth import authenticate, credential_from_header
 from docqa.errors import BadUpload, BodyTimeout, BodyTooLarge, DocqaError
 from docqa.settings import Settings
@@ -62,11 +62,8 @@ class BodyGuard:
                 raise self._too_large(upload)
             if self.settings.auth == "keys":
                 await self._authenticate(scope, headers)
-        except DocqaError as exc:
-            await domain_response(exc)(scope, receive, send)
-            return
-        except Exception as exc:  # the key lookup met a database that is down
-            await failure_response(exc)(scope, receive, send)
+        except Exception as exc:  # a DocqaError, or the key lookup met a database that is down
+            await self.app(scope, _raising(exc), send)
             return
         if upload:
             await self.app(scope, self._streaming(receive, upload=True), send)
@@ -74,7 +71,7 @@ class BodyGuard:
         try:
             body = await self._read_all(receive)
         except DocqaError as exc:
-            await domain_response(exc)(scope, receive, send)
+            await self.app(scope, _raising(exc), send)
             return
         if body is None:
             return  # the client went away; there is nobody to answer
@@ -135,6 +132,17 @@ class BodyGuard:
                 f"The request body stopped arriving: nothing came for {self.timeout_s:g} "
                 "seconds, so the request was given up."
             ) from None
+
+
+def _raising(failure: Exception) -> Receive:
+    """A `receive` that fails with `failure`: the app answers it when it asks for the body,
+    through the error handlers (and with its route named in logs and metrics); a route that
+    never reads its body answers as if there were none."""
+
+    async def receive() -> Message:
+        raise failure
+
+    return receive
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
