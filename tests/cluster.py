@@ -40,6 +40,9 @@ ASKS_PER_MINUTE = 8
 UPLOADS_PER_MINUTE = 8
 CONCURRENT_STREAMS = 1
 STREAM_LEASE_S = 6
+# In keys mode /metrics answers only to this token (DOCQA_METRICS_TOKEN), never to an API key.
+METRICS_TOKEN = f"metrics-{uuid.uuid4().hex}"
+METRICS_AUTH = {"authorization": f"Bearer {METRICS_TOKEN}"}
 WORKERS = ("worker-1", "worker-2")
 
 
@@ -141,6 +144,7 @@ def start_cluster(
         DOCQA_RATE_UPLOADS_PER_MINUTE=str(UPLOADS_PER_MINUTE),
         DOCQA_RATE_CONCURRENT_STREAMS=str(CONCURRENT_STREAMS),
         DOCQA_STREAM_LEASE_S=str(STREAM_LEASE_S),
+        DOCQA_METRICS_TOKEN=METRICS_TOKEN,
         **extra_env,
     )
     admin_key = cli_create_key(env, "cluster-admin")

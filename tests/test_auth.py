@@ -15,7 +15,7 @@ import pytest
 
 from docqa.auth import NO_KEYS_SENTENCE, credential_from_header, is_loopback, resolve_mode
 from docqa.client import sse_events
-from tests.cluster import Cluster, cli_create_key, wait_ready
+from tests.cluster import METRICS_AUTH, Cluster, cli_create_key, wait_ready
 from tests.stack import (
     Proc,
     Stack,
@@ -113,11 +113,13 @@ async def test_every_endpoint_needs_a_key(
                 assert ('error="invalid_token"' in challenge) == (key is not None)
 
 
-async def test_health_metrics_and_page_need_no_key(cluster: Cluster) -> None:
+async def test_health_and_page_need_no_key_and_metrics_their_token(cluster: Cluster) -> None:
     async with httpx.AsyncClient(base_url=cluster.apis[0]) as client:
         assert (await client.get("/healthz")).status_code == 200
         assert (await client.get("/readyz")).status_code == 200
-        assert (await client.get("/metrics")).status_code == 200
+        # Metrics count every owner's documents: the metrics token only (docs/hardening.md).
+        assert (await client.get("/metrics")).status_code == 401
+        assert (await client.get("/metrics", headers=METRICS_AUTH)).status_code == 200
         # The page itself loads; it asks for a key when the API answers 401.
         assert (await client.get("/")).status_code == 200
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 
 from docqa.client import sse_events
-from tests.cluster import Cluster, wait_ready
+from tests.cluster import METRICS_AUTH, Cluster, wait_ready
 from tests.conftest import unique_copy
 from tests.gateway import Nginx
 from tests.stack import unique_id
@@ -178,7 +178,7 @@ async def test_metrics_stay_inside_the_network(cluster: Cluster, gateway: Nginx)
         outside = await client.get(f"{gateway.url}/metrics")
         assert outside.status_code == 404
         assert outside.json()["code"] == "not_found"
-        inside = await client.get(f"{cluster.apis[0]}/metrics")
+        inside = await client.get(f"{cluster.apis[0]}/metrics", headers=METRICS_AUTH)
         assert inside.status_code == 200
         assert "docqa_http_request_duration_seconds" in inside.text
 

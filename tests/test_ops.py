@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from docqa.db import migrate
-from tests.cluster import Cluster, wait_ready
+from tests.cluster import METRICS_AUTH, Cluster, wait_ready
 from tests.stack import Proc, free_port, stack_env, unique_id, wait_http
 
 
@@ -54,7 +54,7 @@ async def test_metrics_cover_requests_uploads_errors_queue_and_ingestion(
         )
     try:
         async with httpx.AsyncClient() as plain:
-            scraped = await plain.get(f"{api}/metrics")
+            scraped = await plain.get(f"{api}/metrics", headers=METRICS_AUTH)
     finally:
         with psycopg.connect(cluster.database_url, autocommit=True) as conn:
             conn.execute("DELETE FROM procrastinate_jobs WHERE queue_name = %s", (queue,))
@@ -93,7 +93,8 @@ async def test_metrics_cover_requests_uploads_errors_queue_and_ingestion(
         assert buckets[-1] == count >= 1
     # Every replica reads the same cluster state from the database.
     async with httpx.AsyncClient() as plain:
-        other = _samples((await plain.get(f"{cluster.apis[1]}/metrics")).text)
+        scraped = await plain.get(f"{cluster.apis[1]}/metrics", headers=METRICS_AUTH)
+        other = _samples(scraped.text)
     assert _value(other, "docqa_ingest_stage_seconds_count", stage="total") == _value(
         samples, "docqa_ingest_stage_seconds_count", stage="total"
     )
@@ -115,7 +116,7 @@ async def test_answers_count_time_to_first_token_and_tokens(
         await wait_ready(client, response.json()["document_id"])
 
         async def scrape() -> list[Sample]:
-            return _samples((await client.get("/metrics")).text)
+            return _samples((await client.get("/metrics", headers=METRICS_AUTH)).text)
 
         before = await scrape()
         tokens = ["The ", "ledger ", "is ", "west ", "[1]."]
