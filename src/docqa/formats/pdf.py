@@ -421,8 +421,13 @@ def read(path: Path, ctx: ReadContext) -> Iterator[Page]:
         from docqa.formats import ocr  # imported here: it builds on this module's lines
 
         pages = ocr.recognise_pdf(pdf, ctx, text_layers(), ocr.plan(pdf, total, sampled))
+    from docqa.formats import pdf_tables  # imported here: it builds on this module's lines
+
+    tables = pdf_tables.enabled()
     for index, (lines, recognised) in enumerate(pages):
-        page = layout_page(index + 1, lines, furniture.lines(lines))
+        edges = furniture.lines(lines)
+        found = pdf_tables.find_tables(lines, edges) if tables else []
+        page = layout_page(index + 1, lines, edges, found)
         page.ocr = recognised
         yield page
 
