@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from sqlalchemy import text
@@ -36,10 +36,12 @@ class Hit:
     score: float
     token_count: int  # of `text`, in the embedding model's word pieces
 
+    rects: list[list[float]] = field(default_factory=list)  # where it sits on its page
 
 _HITS_SQL = text(
     """
-    SELECT c.id, c.document_pk, d.document_id, d.filename, c.page_start, c.text, c.token_count
+    SELECT c.id, c.document_pk, d.document_id, d.filename, c.page_start, c.text, c.token_count,
+           coalesce(c.rects, '[]'::jsonb) AS rects
     FROM chunks c JOIN documents d ON d.pk = c.document_pk
     WHERE c.id = ANY(:ids) AND c.owner_id = :owner
     """
@@ -118,7 +120,7 @@ async def retrieve(
     async with db.session() as session:
         rows = (await session.execute(_HITS_SQL, {"ids": best, "owner": owner_id})).all()
     by_id = {row.id: row for row in rows}
-    return [
+    hits = [
         Hit(
             chunk_id=cid,
             document_pk=by_id[cid].document_pk,
@@ -132,3 +134,4 @@ async def retrieve(
         for cid in best
         if cid in by_id
     ]
+            rects=by_id[cid].rects,
