@@ -131,7 +131,8 @@ class Asked:
         out = []
         for match in re.finditer(r"(.+?)\s*\[(\d+)\]", self.text, flags=re.DOTALL):
             assert int(match.group(2)) in by_n, f"[{match.group(2)}] is not a source"
-            out.append((match.group(1).strip(), by_n[int(match.group(2))]))
+            # A list item is shown after a bullet that is not part of the quote.
+            out.append((match.group(1).strip().removeprefix("• "), by_n[int(match.group(2))]))
         return out
 
     def assert_well_formed(self) -> None:

@@ -21,6 +21,7 @@ from docqa.answer.prompt import (
     fit_sources,
     rewrite_without_model,
 )
+from docqa.answer.sentences import units
 from docqa.api.ask import _json, _ping
 from docqa.client import sse_events
 from docqa.ingest.embed import Vectors
@@ -58,16 +59,65 @@ def hit(n: int, text: str, page: int = 1, doc: uuid.UUID | None = None) -> Hit:
     return Hit(n, pk, f"doc-{pk.int}", "f.pdf", page, text, 0.01, WordCounter().count(text))
 
 
-def test_split_sentences_leaves_out_headings_and_marks_cut_edges() -> None:
-    text = "continued from before. Results\nThe reactor ran for 90 days.\nIt was then shut"
-    assert extractive.split_sentences(text) == [
+def _units(text: str) -> list[tuple[str, bool]]:
+    return [(u.text, u.fragment) for u in units(text)]
+
+
+def test_units_leave_out_headings_and_mark_cut_edges() -> None:
+    text = "continued from before.\nResults\nThe reactor ran for 90 days.\nIt was then shut"
+    assert _units(text) == [
         ("continued from before.", True),
-        ("Results The reactor ran for 90 days.", False),
+        ("The reactor ran for 90 days.", False),
         ("It was then shut", True),
     ]
-    assert extractive.split_sentences("Methods\nWe measured it twice. Then again.") == [
+    assert _units("Methods\nWe measured it twice. Then again.") == [
         ("We measured it twice.", False),
         ("Then again.", False),
+    ]
+    # A heading between two sentences of one paragraph is glued to neither.
+    assert _units("The plant closed. Outlook\nDemand will recover in 2025.") != []
+    assert _units("The plant closed.\nOutlook for 2025\nDemand will recover.") == [
+        ("The plant closed.", False),
+        ("Demand will recover.", False),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "Revenues of NIKE, Inc. rose 19% to $44.5 billion. The rise came from Direct.",
+            ["Revenues of NIKE, Inc. rose 19% to $44.5 billion.", "The rise came from Direct."],
+        ),
+        (
+            "See Note No. 5 for details. The U.S. market grew 3.5% in 2021. It grew, e.g. In Asia.",
+            [
+                "See Note No. 5 for details.",
+                "The U.S. market grew 3.5% in 2021.",
+                "It grew, e.g. In Asia.",
+            ],
+        ),
+        ("Mr. J. Smith agreed. Fig. 3 shows it.", ["Mr. J. Smith agreed.", "Fig. 3 shows it."]),
+    ],
+)
+def test_sentences_survive_abbreviations_initials_and_decimals(
+    text: str, expected: list[str]
+) -> None:
+    assert [u.text for u in units(text)] == expected
+
+
+def test_list_items_are_units_of_their_own() -> None:
+    text = (
+        "Several factors explain this:\n• physical challenges to using technology\n"
+        "• skeptical attitudes about the benefits\n1. difficulty learning to use new\n"
+        "technologies on their own."
+    )
+    found = units(text)
+    assert [(u.text, u.item, u.lead) for u in found] == [
+        ("Several factors explain this:", False, True),
+        ("physical challenges to using technology", True, False),
+        ("skeptical attitudes about the benefits", True, False),
+        ("difficulty learning to use new technologies on their own.", True, False),
     ]
 
 
@@ -76,7 +126,7 @@ def test_select_prefers_the_supporting_sentence_and_keeps_reading_order() -> Non
         hit(2, "The ferry carries 300 passengers. The ferry was built in 1987 in Rijeka.", page=2),
         hit(1, "The strait is cold. Storms close the crossing in winter.", page=1),
     ]
-    chosen = extractive.select("When was the ferry built?", hits, BagOfWordsEmbedder())
+    chosen = extractive.select("When was the ferry built?", hits, BagOfWordsEmbedder()).sentences
     texts = [s.text for s in chosen]
     assert "The ferry was built in 1987 in Rijeka." in texts
     assert "The strait is cold." not in texts
@@ -87,14 +137,14 @@ def test_select_never_repeats_a_sentence_from_overlapping_passages() -> None:
     same = "The dome was restored in 2022 with copper sheets."
     hits = [hit(1, f"Intro text here. {same}"), hit(2, f"{same} More words follow here.")]
     chosen = extractive.select("When was the dome restored?", hits, BagOfWordsEmbedder())
-    assert [s.text for s in chosen].count(same) == 1
+    assert [s.text for s in chosen.sentences].count(same) == 1
 
 
 def test_select_falls_back_to_the_start_of_the_best_passage() -> None:
     hits = [hit(1, "12 | 13 | 14\n15 | 16")]
-    chosen = extractive.select("numbers?", hits, BagOfWordsEmbedder())
+    chosen = extractive.select("numbers?", hits, BagOfWordsEmbedder()).sentences
     assert [s.text for s in chosen] == ["12 | 13 | 14 15 | 16"]
-    assert extractive.select("anything?", [], BagOfWordsEmbedder()) == []
+    assert extractive.select("anything?", [], BagOfWordsEmbedder()).sentences == []
 
 
 def test_compose_cites_each_sentence_and_breaks_paragraphs_between_pages() -> None:
@@ -218,3 +268,69 @@ async def test_sse_reader_follows_the_spec() -> None:
         ("message", "no-space"),
         ("done", "{}"),
     ]
+
+
+def test_a_sentence_that_restates_the_question_loses_to_one_that_answers() -> None:
+    hits = [
+        hit(
+            1,
+            "Older adults face a number of hurdles in adopting new technologies. Many say "
+            "physical challenges, such as poor eyesight, make small screens hard to use, and "
+            "a third lack confidence in learning new devices on their own.",
+        )
+    ]
+    question = "What hurdles do older adults face in adopting new technologies?"
+    chosen = extractive.select(question, hits, BagOfWordsEmbedder()).sentences
+    assert chosen[0].text.startswith("Many say physical challenges")
+    assert all("face a number of hurdles" not in s.text for s in chosen)
+
+
+def test_a_list_question_gets_the_items() -> None:
+    hits = [
+        hit(
+            1,
+            "Seniors face several barriers to adoption:\n• physical challenges to using "
+            "technology\n• skeptical attitudes about the benefits of the internet\n"
+            "• difficulty learning to use new technologies\n\nThe survey ran in 2013.",
+        )
+    ]
+    question = "Which barriers to adoption do seniors face?"
+    assert extractive.question_kind(question) == "list"
+    chosen = extractive.select(question, hits, BagOfWordsEmbedder()).sentences
+    assert [s.item for s in chosen] == [False, True, True, True]
+    text = extractive.compose(chosen)
+    assert text.startswith("Seniors face several barriers to adoption: [1]\n• physical")
+
+
+def test_a_number_question_prefers_a_sentence_with_a_number() -> None:
+    hits = [
+        hit(1, "The company reports its revenue for each segment in the notes of the filing."),
+        hit(2, "Net revenue for the segment was $1,204 million in 2022, up 8 percent."),
+    ]
+    question = "What was the segment's net revenue in 2022?"
+    assert extractive.question_kind(question) == "number"
+    chosen = extractive.select(question, hits, BagOfWordsEmbedder()).sentences
+    assert chosen[0].text.startswith("Net revenue for the segment was $1,204")
+
+
+def test_citation_filter_drops_markers_that_name_no_source() -> None:
+    from docqa.answer.support import CitationFilter
+
+    cleaner = CitationFilter(sources=3)
+    pieces = ["Sales rose [", "1] and fell [7", "]. Costs [2, 9] rose [3", "-5]."]
+    out = "".join(cleaner.feed(p) for p in pieces) + cleaner.flush()
+    assert out == "Sales rose [1] and fell . Costs [2] rose [3]."
+
+
+def test_claims_and_refusals_are_read_from_a_reply() -> None:
+    from docqa.answer.support import claims, refuses
+
+    reply = "Revenue grew 8% in 2022 [2]. It came from Europe. [1][3]\nNo source here."
+    found = claims(reply)
+    assert [(c.text, c.sources) for c in found] == [
+        ("Revenue grew 8% in 2022 .", (2,)),
+        ("It came from Europe.", (1, 3)),
+    ]
+    assert refuses("The provided sources do not contain this information.")
+    assert refuses("I couldn't find this in your documents.")
+    assert not refuses("Revenue grew 8% in 2022 [2].")

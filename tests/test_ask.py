@@ -60,13 +60,36 @@ async def test_full_flow_upload_wait_ask_stream(client: httpx.AsyncClient, tmp_p
     sources = asked.sources
     assert [s["n"] for s in sources] == list(range(1, len(sources) + 1))
     for source in sources:
-        assert set(source) == {"n", "document_id", "filename", "page", "chunk_id", "score", "text"}
+        assert set(source) == {
+            "n",
+            "document_id",
+            "filename",
+            "page",
+            "chunk_id",
+            "score",
+            "text",
+            "rects",
+        }
+        assert source["rects"], "a PDF passage has its place on the page"
+        for rect in source["rects"]:
+            assert len(rect) == 4
+            assert 0 <= rect[0] < rect[2] <= 1
+            assert 0 <= rect[1] < rect[3] <= 1
         assert source["document_id"] == doc.document_id
         assert source["filename"] == doc.path.name
         assert doc.page_holds(source["page"], source["text"])
     cited = dict((s, src["page"]) for s, src in asked.citations())
     assert any("installed in 1936" in s and page == 2 for s, page in cited.items()), cited
     assert_citations_hold(asked, [doc])
+    # The exact sentences copied, each with its source, page and place on the page.
+    assert done["answered"] is True
+    quotes = done["quotes"]
+    assert quotes
+    assert {q["text"] for q in quotes} == {s for s, _ in asked.citations()}
+    for quote in quotes:
+        assert quote["page"] == sources[quote["n"] - 1]["page"]
+        assert fold(quote["text"]) in fold(sources[quote["n"] - 1]["text"])
+        assert quote["rects"]
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,8 @@
 answerer. `Answerer.start` opens an answer; the HTTP layer streams it."""
 
 from docqa.answer.llm import LLM, ChatMessage, CompletionStream, OpenAILLM, make_llm
-from docqa.answer.service import Answer, Answerer, Question
+from docqa.answer.reply import Answer
+from docqa.answer.service import Answerer, Question
 
 __all__ = [
     "LLM",

@@ -1,12 +1,15 @@
 """The built-in extractive answerer, used when no model server is configured.
 
-It answers with the sentences of the retrieved passages that best support the question, each
-followed by its citation `[n]`, in reading order. It never writes a word of its own: every
-sentence is copied from a passage (only its line breaks and runs of spaces are folded).
+It answers with the sentences (or list items) of the retrieved passages that best answer the
+question, each followed by its citation `[n]`, in reading order. It never writes a word of its
+own: every sentence is copied from a passage (only its line breaks and runs of spaces are
+folded), apart from the fixed sentence that says the documents do not hold the answer.
 
-Sentences are scored by term overlap with the question (weighted by how rare each term is among
-the candidates), by the similarity of their embedding to the question's, and by the rank of the
-passage they come from. Only a shortlist is embedded, to keep the time to first word short.
+Sentences are scored by the similarity of their embedding to the question's, by how many of the
+question's terms they hold (weighted by rarity), by what they add to the question (a sentence
+that only repeats the question's words is worth little; a number for "how many", a name for
+"who", a reason for "why" is worth more), and by the rank of their passage. A list question gets
+the items of the best list. Only a shortlist is embedded, to keep the time to first word short.
 """
 
 from __future__ import annotations
@@ -19,10 +22,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from docqa.answer.prompt import content_words
+from docqa.answer.sentences import units
 from docqa.ingest.embed import Embedder
 from docqa.search.retrieve import Hit
 
 MAX_SENTENCES = 4
+MAX_ITEMS = 8
 MAX_WORDS = 140
 SHORTLIST = 24
 MIN_WORDS = 4
@@ -30,16 +35,40 @@ MIN_WORDS = 4
 CONTEXT_WEIGHT = 0.3
 # A sentence joins the answer only if it scores at least this share of the best sentence.
 RELATIVE_FLOOR = 0.75
-WEIGHT_SEMANTIC, WEIGHT_LEXICAL, WEIGHT_RANK = 0.55, 0.35, 0.10
+WEIGHT_SEMANTIC, WEIGHT_LEXICAL, WEIGHT_RANK, WEIGHT_INFO = 0.5, 0.3, 0.1, 0.1
 FRAGMENT_PENALTY = 0.8
+# A sentence whose content words are nearly all the question's own restates it.
+RESTATES_BELOW = 0.34
 WORDS_PER_DELTA = 3
 
 _SPACE = re.compile(r"\s+")
-# A sentence ends at . ! or ? (with any closing quotes or brackets) before a capital, digit or
-# opening quote; abbreviations like "e.g." followed by a lower-case word do not end one.
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"'”’)\]]*\s+(?=[\"“‘(\[]?[A-Z0-9À-Ý])")
-_TERMINAL = re.compile(r"[.!?][\"'”’)\]]*$")
-_SENTENCE_INSIDE = re.compile(r"[.!?][\"'”’)\]]*(\s|$)")
+_NUMBER = re.compile(
+    r"\d|\b(one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|forty|"
+    r"fifty|sixty|seventy|eighty|ninety|hundred|thousand|million|billion|dozen|half|twice)\b",
+    re.IGNORECASE,
+)
+_CAUSAL = re.compile(
+    r"\b(because|due to|as a result|owing to|caused by|result(?:ed|s)? (?:from|in)|since|"
+    r"so that|in order to|driven by|led to|reason)\b",
+    re.IGNORECASE,
+)
+_NAME = re.compile(r"(?<=[a-z,;] )[A-Z][a-zA-Z&.-]+")
+_NUMBER_QUESTION = re.compile(
+    r"^\s*(how (many|much|long|old|often|far|large|big)|what (percentage|percent|share|"
+    r"proportion|number|amount|year|date|fraction|ratio|rate)|when\b|in which year)"
+    r"|^\s*what (was|were|is|are)\b.*\b(revenue|revenues|income|sales|profit|profits|cost|"
+    r"costs|price|value|growth|margin|total|net|gross|average|amount|number|rate|ratio|debt|"
+    r"earnings|expenses?|assets|liabilities|cash|dividends?|eps|share|percentage)\b",
+    re.IGNORECASE,
+)
+_LIST_QUESTION = re.compile(
+    r"^\s*(what|which)\s+(are|were)\b|^\s*(list|name|enumerate)\b|"
+    r"\b(what|which) (\w+ )?(hurdles|factors|reasons|challenges|risks|steps|types|kinds|"
+    r"benefits|barriers|ways|features|components|examples|methods|products|services|"
+    r"countries|companies|groups|items|options|problems|issues|areas)\b"
+    r"|^\s*(what|which) \w+s (do|did|are|were|have|has|can|could|would|will|should|might)\b",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True)
@@ -49,62 +78,45 @@ class Sentence:
     page_key: tuple[str, int]
     text: str
     fragment: bool
+    item: bool = False
+    lead: bool = False  # introduces a list
 
 
-def _blocks(text: str) -> Iterator[tuple[str, bool]]:
-    """Paragraphs with their line breaks folded, each with whether it is a heading."""
-    for para in re.split(r"\n\s*\n", text):
-        lines = [line.strip() for line in para.split("\n") if line.strip()]
-        current: list[str] = []
-        for i, line in enumerate(lines):
-            following = lines[i + 1] if i + 1 < len(lines) else ""
-            if not current and _is_heading(line, following):
-                yield line, True
-                continue
-            current.append(line)
-        if current:
-            yield _SPACE.sub(" ", " ".join(current)).strip(), False
+@dataclass(frozen=True)
+class Selection:
+    """The sentences chosen, in reading order, and how well the best of them answers."""
+
+    sentences: list[Sentence]
+    similarity: float  # the best sentence's cosine similarity to the question
+    coverage: float  # the share of the question's terms (by rarity) the best sentence holds
 
 
-def _is_heading(line: str, following: str) -> bool:
-    """A short line that starts like a title and holds no sentence end, standing alone or above
-    a line that starts a sentence. (A wrapped line of running text ends a sentence inside, or
-    starts in lower case, or ends with a comma, so it is not taken for one.)"""
-    return (
-        0 < len(line.split()) <= 8
-        and (line[:1].isupper() or line[:1].isdigit())
-        and not _SENTENCE_INSIDE.search(line)
-        and not line.endswith((",", ";", ":", "-"))
-        and (not following or following[:1].isupper())
-    )
-
-
-def split_sentences(text: str) -> list[tuple[str, bool]]:
-    """The sentences of a passage (headings left out), each with whether it is a fragment cut
-    by the edge of the passage."""
-    out: list[tuple[str, bool]] = []
-    blocks = list(_blocks(text))
-    for b, (block, heading) in enumerate(blocks):
-        if heading:
-            continue
-        parts = [p.strip() for p in _SENTENCE_END.split(block) if p.strip()]
-        for i, part in enumerate(parts):
-            cut_start = b == 0 and i == 0 and part[:1].islower()
-            cut_end = b == len(blocks) - 1 and i == len(parts) - 1 and not _TERMINAL.search(part)
-            out.append((part, cut_start or cut_end))
-    return out
+def question_kind(question: str) -> str:
+    """What kind of answer the question wants: a number, a person, a reason, a list, or other."""
+    if _NUMBER_QUESTION.search(question):
+        return "number"
+    if re.match(r"^\s*(who|whom|whose)\b", question, re.IGNORECASE):
+        return "who"
+    if re.match(r"^\s*why\b", question, re.IGNORECASE) or re.search(
+        r"\b(reason|cause)s?\b", question, re.IGNORECASE
+    ):
+        return "why"
+    if _LIST_QUESTION.search(question):
+        return "list"
+    return "other"
 
 
 def candidates(hits: Sequence[Hit]) -> list[Sentence]:
-    """Every distinct sentence of the hits, first occurrence kept (passages overlap)."""
+    """Every distinct sentence and list item of the hits, first occurrence kept (passages
+    overlap)."""
     groups: dict[object, int] = {}
     seen: set[str] = set()
     out: list[Sentence] = []
     for n, hit in enumerate(hits, start=1):
         group = groups.setdefault(hit.document_pk, len(groups))
-        for pos, (text, fragment) in enumerate(split_sentences(hit.text)):
-            key = text.lower()
-            if key in seen or len(text.split()) < MIN_WORDS:
+        for pos, unit in enumerate(units(hit.text)):
+            key = unit.text.lower()
+            if key in seen or (len(unit.text.split()) < MIN_WORDS and not unit.item):
                 continue
             seen.add(key)
             out.append(
@@ -112,8 +124,10 @@ def candidates(hits: Sequence[Hit]) -> list[Sentence]:
                     source=n,
                     order=(group, hit.chunk_id, pos),
                     page_key=(hit.document_id, hit.page),
-                    text=text,
-                    fragment=fragment,
+                    text=unit.text,
+                    fragment=unit.fragment,
+                    item=unit.item,
+                    lead=unit.lead,
                 )
             )
     return out
@@ -131,16 +145,16 @@ def _stem(word: str) -> str:
     return word
 
 
-def _terms(text: str) -> set[str]:
+def terms(text: str) -> set[str]:
     return {_stem(w) for w in content_words(text)}
 
 
 def lexical_scores(question: str, sentences: Sequence[Sentence], context: str = "") -> list[float]:
     """The rarity-weighted share of the question's terms each sentence contains. Terms that
     only the conversation before (`context`) has count for `CONTEXT_WEIGHT` of their rarity."""
-    s_terms = [_terms(s.text) for s in sentences]
-    own = _terms(question)
-    weights = {t: CONTEXT_WEIGHT for t in _terms(context) - own} | dict.fromkeys(own, 1.0)
+    s_terms = [terms(s.text) for s in sentences]
+    own = terms(question)
+    weights = {t: CONTEXT_WEIGHT for t in terms(context) - own} | dict.fromkeys(own, 1.0)
     if not weights or not sentences:
         return [0.0] * len(sentences)
     n = len(sentences)
@@ -152,30 +166,74 @@ def lexical_scores(question: str, sentences: Sequence[Sentence], context: str = 
     return [sum(v for t, v in idf.items() if t in st) / total for st in s_terms]
 
 
-def select(
-    question: str, hits: Sequence[Hit], embedder: Embedder, context: str = ""
-) -> list[Sentence]:
+def novelty(question_terms: set[str], sentence: str) -> float:
+    """The share of the sentence's content words that the question does not already have."""
+    own = terms(sentence)
+    return len(own - question_terms) / len(own) if own else 0.0
+
+
+def information(kind: str, sentence: str, question: str) -> float:
+    """How much the sentence offers of the kind of answer asked for (0 to 1)."""
+    if kind == "number":
+        return 1.0 if _NUMBER.search(sentence) else 0.0
+    if kind == "who":
+        names = {m for m in _NAME.findall(sentence) if m.lower() not in question.lower()}
+        return 1.0 if names else 0.0
+    if kind == "why":
+        return 1.0 if _CAUSAL.search(sentence) else 0.0
+    if kind == "list":
+        return 1.0 if ("," in sentence or ";" in sentence) else 0.3
+    return 0.5 if _NUMBER.search(sentence) or _NAME.search(sentence) else 0.0
+
+
+def select(question: str, hits: Sequence[Hit], embedder: Embedder, context: str = "") -> Selection:
     """The sentences that best answer `question`, in reading order. `context` is what the
     question inherits from the conversation (its standalone form). Blocking: it runs the
     embedding model, so call it from a thread."""
     sentences = candidates(hits)
     if not sentences:
-        return _opening(hits)
+        return Selection(_opening(hits), 0.0, 0.0)
+    kind = question_kind(question)
+    q_terms = terms(question)
     lexical = lexical_scores(question, sentences, context)
-    rank = [1.0 / s.source for s in sentences]
-    prior = [WEIGHT_LEXICAL * lx + WEIGHT_RANK * rk for lx, rk in zip(lexical, rank, strict=True)]
+    prior = [
+        WEIGHT_LEXICAL * lx
+        + WEIGHT_RANK / s.source
+        + WEIGHT_INFO * information(kind, s.text, question)
+        for s, lx in zip(sentences, lexical, strict=True)
+    ]
     shortlist = sorted(range(len(sentences)), key=lambda i: -prior[i])[:SHORTLIST]
+    if kind == "list":  # the items of a list travel with the sentence that leads into them
+        shortlist = _with_list_items(sentences, shortlist)
     qvec = embedder.embed_query(question)
     svecs = embedder.embed_documents([sentences[i].text for i in shortlist])
     similarity = np.asarray(svecs @ qvec, dtype=np.float64)
     scored: list[tuple[float, int]] = []
+    restating: list[tuple[float, int]] = []
+    sims: dict[int, float] = {}
     for i, sim in zip(shortlist, similarity, strict=True):
+        sims[i] = float(sim)
         score = WEIGHT_SEMANTIC * max(float(sim), 0.0) + prior[i]
         if sentences[i].fragment:
             score *= FRAGMENT_PENALTY
-        scored.append((score, i))
-    scored.sort(reverse=True)
-    best = scored[0][0]
+        # A sentence that only restates the question answers nothing: it is used only when
+        # every candidate does.
+        if novelty(q_terms, sentences[i].text) < RESTATES_BELOW:
+            restating.append((score, i))
+        else:
+            scored.append((score, i))
+    scored = sorted(scored or restating, reverse=True)
+    best_score, best = scored[0]
+    if kind == "list" and (items := _list_answer(sentences, scored)):
+        chosen = items
+    else:
+        chosen = _pick(sentences, scored, best_score)
+    return Selection(sorted(chosen, key=lambda s: s.order), sims[best], lexical[best])
+
+
+def _pick(
+    sentences: Sequence[Sentence], scored: Sequence[tuple[float, int]], best: float
+) -> list[Sentence]:
     chosen: list[Sentence] = []
     words = 0
     for score, i in scored:
@@ -187,7 +245,54 @@ def select(
             continue
         chosen.append(sentence)
         words += length
-    return sorted(chosen, key=lambda s: s.order)
+    return chosen
+
+
+def _with_list_items(sentences: Sequence[Sentence], shortlist: list[int]) -> list[int]:
+    """The shortlist, plus the list items that follow any list lead in it."""
+    extra: list[int] = []
+    for i in shortlist:
+        if sentences[i].lead:
+            j = i + 1
+            while j < len(sentences) and sentences[j].item and j - i <= MAX_ITEMS:
+                extra.append(j)
+                j += 1
+    return list(dict.fromkeys([*shortlist, *extra]))
+
+
+def _list_answer(
+    sentences: Sequence[Sentence], scored: Sequence[tuple[float, int]]
+) -> list[Sentence]:
+    """For a list question: the best list (its lead, if any, and its items), when one of its
+    items or its lead is among the best sentences."""
+    best = scored[0][0]
+    for score, i in scored[:6]:
+        if score < RELATIVE_FLOOR * best:
+            break
+        found = sentences[i]
+        if not (found.item or found.lead):
+            continue
+        start = i
+        while (
+            start > 0
+            and sentences[start].item
+            and sentences[start - 1].source == found.source
+            and (sentences[start - 1].item or sentences[start - 1].lead)
+        ):
+            start -= 1
+        members = [sentences[start]] if sentences[start].lead else []
+        j = start + len(members)
+        while (
+            j < len(sentences)
+            and sentences[j].item
+            and sentences[j].source == found.source
+            and len(members) <= MAX_ITEMS
+        ):
+            members.append(sentences[j])
+            j += 1
+        if sum(m.item for m in members) >= 2:
+            return members
+    return []
 
 
 def _opening(hits: Sequence[Hit]) -> list[Sentence]:
@@ -205,14 +310,21 @@ def _opening(hits: Sequence[Hit]) -> list[Sentence]:
 
 
 def compose(sentences: Sequence[Sentence]) -> str:
-    """The answer text: each sentence and its citation; a new paragraph where the page changes."""
+    """The answer text: each sentence and its citation; list items on lines of their own; a new
+    paragraph where the page changes."""
     parts: list[str] = []
-    previous: tuple[str, int] | None = None
+    previous: Sentence | None = None
     for sentence in sentences:
         if previous is not None:
-            parts.append(" " if sentence.page_key == previous else "\n\n")
-        parts.append(f"{sentence.text} [{sentence.source}]")
-        previous = sentence.page_key
+            if sentence.item:
+                parts.append("\n")
+            elif sentence.page_key != previous.page_key:
+                parts.append("\n\n")
+            else:
+                parts.append("\n\n" if previous.item else " ")
+        text = f"• {sentence.text}" if sentence.item else sentence.text
+        parts.append(f"{text} [{sentence.source}]")
+        previous = sentence
     return "".join(parts)
 
 

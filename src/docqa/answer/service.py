@@ -10,9 +10,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
 
 from sqlalchemy import func, select
 
@@ -26,6 +25,8 @@ from docqa.answer.prompt import (
     rewrite_messages,
     rewrite_without_model,
 )
+from docqa.answer.reply import Answer, Checks, Mode, Quote, TextStream, check_model_reply
+from docqa.answer.support import CLOSEST, NOT_FOUND
 from docqa.db.engine import Database
 from docqa.db.models import Document
 from docqa.errors import DocumentNotFound, DocumentNotReady
@@ -34,9 +35,10 @@ from docqa.search.retrieve import Hit, retrieve
 from docqa.search.vector import drop_embedding, start_embedding
 from docqa.settings import Settings
 
-Mode = Literal["llm", "extractive"]
 REWRITE_MAX_TOKENS = 96
 
+# When the documents do not hold the answer, this many of the closest sentences are shown.
+CLOSEST_SHOWN = 2
 
 @dataclass(frozen=True)
 class Question:
@@ -47,76 +49,6 @@ class Question:
     document_ids: Sequence[str] = ()
     top_k: int | None = None
     history: Sequence[ChatMessage] = ()
-
-
-class TextStream:
-    """A finished text streamed in small deltas: the extractive answerer's `CompletionStream`."""
-
-    def __init__(self, text: str, finish_reason: str) -> None:
-        self._text = text
-        self.finish_reason: str | None = finish_reason
-        self.usage: dict[str, int] | None = {
-            "prompt_tokens": 0,
-            "completion_tokens": 0,
-            "total_tokens": 0,
-        }
-
-    async def deltas(self) -> AsyncIterator[str]:
-        for delta in extractive.deltas(self._text):
-            yield delta
-            await asyncio.sleep(0)  # let the other streams on this loop move too
-
-    async def aclose(self) -> None:
-        return None
-
-
-def source_view(n: int, hit: Hit) -> dict[str, Any]:
-    """One retrieved passage as clients see it, numbered `n`: an item of the `sources` event,
-    and of every protocol's sources or search results (so a field added here reaches them all).
-    """
-    return {
-        "n": n,
-        "document_id": hit.document_id,
-        "filename": hit.filename,
-        "page": hit.page,
-        "chunk_id": hit.chunk_id,
-        "score": hit.score,
-        "text": hit.text,
-    }
-
-
-@dataclass
-class Answer:
-    """An answer that has started: its sources are fixed and its text is ready to stream."""
-
-    mode: Mode
-    question: str  # the standalone form that retrieval used
-    sources: list[Hit]
-    retrieval_ms: float
-    stream: CompletionStream
-
-    def source_views(self) -> list[dict[str, Any]]:
-        """The `sources` event: what each `[n]` of the answer refers to."""
-        return [source_view(n, hit) for n, hit in enumerate(self.sources, start=1)]
-
-    def done_view(self, finish_reason: str, timings_ms: dict[str, float | None]) -> dict[str, Any]:
-        """The `done` event: how the answer ended, what it cost and how long it took.
-
-        The one place this payload is built: `/api/v1/ask`, the OpenAI-compatible endpoint and
-        the MCP `ask` tool all send what it returns, so a field added here reaches every one.
-        """
-        return {
-            "finish_reason": finish_reason,
-            "mode": self.mode,
-            "usage": self.stream.usage,
-            "timings_ms": timings_ms,
-        }
-
-    def deltas(self) -> AsyncIterator[str]:
-        return self.stream.deltas()
-
-    async def aclose(self) -> None:
-        await self.stream.aclose()
 
 
 async def document_scope(
@@ -239,19 +171,44 @@ class Answerer:
                 await drop_embedding(embedding)
         if not hits:
             stream: CompletionStream = TextStream("", "no_sources")
-            return Answer(self.mode, standalone, [], retrieval_ms, stream)
+            return Answer(self.mode, standalone, [], retrieval_ms, stream, checks, answered=False)
         if self._llm is None or self._tokenizer is None:
             # The follow-up's own words lead; what it inherits from the conversation helps.
             context = standalone if standalone != question.text else ""
-            chosen = await asyncio.to_thread(
+            selection = await asyncio.to_thread(
                 extractive.select, question.text, hits, self._embedder, context
             )
-            stream = TextStream(extractive.compose(chosen), "stop")
-            return Answer("extractive", standalone, list(hits), retrieval_ms, stream)
+            answered = True
+            text = extractive.compose(selection.sentences)
+            chosen = selection.sentences
+            if not answered:
+                chosen = selection.sentences[:CLOSEST_SHOWN]
+                text = f"{NOT_FOUND}\n\n{CLOSEST}\n\n{extractive.compose(chosen)}"
+            quotes = [Quote(s.source, s.text) for s in chosen]
+            return Answer(
+                "extractive",
+                standalone,
+                list(hits),
+                retrieval_ms,
+                TextStream(text, "stop"),
+                checks,
+                answered=answered,
+                quotes=quotes,
+            )
         budget = self._settings.llm_context_tokens
         sources = fit_sources(hits, budget)
         messages = answer_messages(
             question.text, sources, question.history, self._tokenizer, budget
+        checks = Checks(self._db, self._embedder)
         )
         stream = await self._llm.stream(messages, max_tokens=self._settings.llm_max_tokens)
-        return Answer("llm", standalone, sources, retrieval_ms, stream)
+        return Answer(
+            "llm",
+            standalone,
+            sources,
+            retrieval_ms,
+            stream,
+            checks,
+            answered=False,
+            conclude_hook=check_model_reply,
+        )

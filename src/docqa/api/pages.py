@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import asyncio
+import hashlib
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Header, Path, Query, Response
 
-from docqa import formats, pages
+from docqa import documents, formats, pages, render
 from docqa.api.deps import Owner, State
 from docqa.api.errors import error_responses
+from docqa.errors import DocqaError
 from docqa.upload import DOCUMENT_ID_PATTERN, DOCUMENT_ID_RULE
 
 router = APIRouter(prefix="/api/v1", tags=["documents"])
 DocumentId = Annotated[str, Path(pattern=DOCUMENT_ID_PATTERN, description=DOCUMENT_ID_RULE)]
 
 PageNumber = Annotated[int, Path(ge=1, le=1_000_000, description="1-based page number")]
+# Pages drawn at once by one API process: each holds a sandbox process and an image in memory.
+_DRAWING = asyncio.Semaphore(2)
+_IMAGE_CACHE = "private, max-age=31536000, immutable"
+
+
+class NoPageImage(DocqaError):
+    status_code = 404
+    code = "no_page_image"
 
 
 @router.get("/documents/{document_id}/pages/{page}", responses=error_responses(404, 409))
@@ -25,6 +36,56 @@ async def get_page(
     whether it was recognised by OCR, and how many tables it holds."""
     view = await pages.read_page(state.db, owner, document_id, page)
     return view.public()
+
+
+@router.get(
+    "/documents/{document_id}/pages/{page}/image",
+    responses={
+        **error_responses(404, 409, 422),
+        200: {"content": {"image/webp": {}, "image/png": {}}, "description": "the page"},
+        304: {"description": "the cached image is still current"},
+    },
+    response_class=Response,
+)
+async def get_page_image(
+    document_id: DocumentId,
+    page: PageNumber,
+    state: State,
+    owner: Owner,
+    width: Annotated[
+        int, Query(ge=1, le=10_000, description="pixels; served within 100-2000")
+    ] = 1000,
+    image_format: Annotated[
+        Literal["webp", "png"] | None, Query(alias="format", description="default: WebP")
+    ] = None,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """The page as an image, for showing where a citation sits: a PDF page drawn at `width`
+    pixels, or an image document's frame. Formats without page images answer 404
+    `no_page_image` (show the page's text instead)."""
+    view = await pages.read_page(state.db, owner, document_id, page)  # 404/409 as for text
+    doc = await documents.get_document(state.db, owner, document_id)
+    if not formats.get(doc.kind).page_images:
+        raise NoPageImage(
+            f"'{doc.filename}' has no page images ({formats.get(doc.kind).name}); "
+            f"its page {view.page} can be read as text."
+        )
+    fmt = image_format or "webp"
+    served = render.snap_width(width)
+    tag = hashlib.sha256(
+        f"{doc.sha256}:{page}:{served}:{fmt}:{render.RENDER_VERSION}".encode()
+    ).hexdigest()[:32]
+    etag = f'"{tag}"'
+    headers = {"ETag": etag, "Cache-Control": _IMAGE_CACHE, "X-Image-Width": str(served)}
+    if if_none_match is not None and etag in {t.strip() for t in if_none_match.split(",")}:
+        return Response(status_code=304, headers=headers)
+    key = f"pages/{doc.pk.hex}/{page}-{served}-{render.RENDER_VERSION}.{fmt}"
+    data = await state.store.get(key)
+    if data is None:
+        async with _DRAWING, state.store.local_copy(doc.blob_key) as path:
+            data = await asyncio.to_thread(render.render_page, path, doc.kind, page, served, fmt)
+        await state.store.put(key, data)
+    return Response(content=data, media_type=f"image/{fmt}", headers=headers)
 
 
 @router.get("/formats")

@@ -61,7 +61,8 @@ class ReadOptions:
 ProgressCallback = Callable[[str, int, int], None]
 
 
-def _mp_context() -> multiprocessing.context.ForkServerContext:
+def sandbox_context() -> multiprocessing.context.ForkServerContext:
+    """The fork server every sandboxed child (extraction, page rendering) starts from."""
     global _context
     with _context_lock:
         if _context is None:
@@ -125,7 +126,7 @@ def extract_pages(
     `on_page` sees each page as it arrives, so later stages can start before the last page.
     Raises `ExtractionFailed` with a stable code for every way a file can fail.
     """
-    ctx = _mp_context()
+    ctx = sandbox_context()
     receiver, sender = ctx.Pipe(duplex=False)
     process = ctx.Process(
         target=_child,

@@ -134,4 +134,7 @@ async def retrieve(
         for cid in best
         if cid in by_id
     ]
+    if reranker is not None:
+        hits = (await rerank_hits(reranker, question, hits, rerank_candidates))[:top_k]
+    return hits
             rects=by_id[cid].rects,

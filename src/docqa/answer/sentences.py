@@ -1,0 +1,144 @@
+"""Cutting passages into the units an extractive answer copies: sentences and list items.
+
+Headings, table lines and page furniture are left out: an answer never glues a heading into a
+sentence. A sentence ends at `.`, `!` or `?` before a capital, a digit or an opening quote, but
+not after an abbreviation ("Inc.", "No. 5", "U.S.", "e.g."), an initial ("J. Smith") or inside a
+number ("3.5"). A list item (a bulleted or numbered line) is a unit of its own, so a list
+question can be answered with the items.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# Words that end with a period without ending a sentence (compared lower-case, without the dot).
+_ABBREVIATIONS = """inc corp co ltd llc plc lp llp bros no nos nr vol vols pp p ch chap sec art
+    fig figs
+    tab eq eqs ref refs e.g i.e etc vs v cf al approx est dept div gov univ assn ave blvd rd
+    st mt ft mr mrs ms dr prof sr jr rev hon gen col capt lt sgt jan feb mar apr jun jul aug
+    sep sept oct nov dec mon tue wed thu fri sat sun u.s u.k u.n e.u a.m p.m ph.d m.d b.a
+    m.a m.s u.s.a"""
+ABBREVIATIONS = frozenset(_ABBREVIATIONS.split())
+_CANDIDATE_END = re.compile(r"[.!?][\"'”’)\]]*\s+(?=[\"“‘(\[]?[A-Z0-9À-Ý•])")
+_TERMINAL = re.compile(r"[.!?:][\"'”’)\]]*$")
+_LIST_ITEM = re.compile(r"^(?:[•\-–—*▪◦●]\s*|\(?(?:\d{1,2}|[a-zA-Z]|[ivx]{1,4})[.)]\s+)")
+_SPACE = re.compile(r"\s+")
+HEADING_MAX_WORDS = 10
+
+
+@dataclass(frozen=True)
+class Unit:
+    text: str
+    item: bool  # a list item (a bulleted or numbered line)
+    fragment: bool  # cut by the edge of the passage
+    lead: bool = False  # introduces a list ("... include:")
+
+
+def _ends_sentence(text: str, dot: int) -> bool:
+    """Whether the `.`, `!` or `?` at `text[dot]` ends a sentence."""
+    if text[dot] != ".":
+        return True
+    word = re.search(r"(\S+)$", text[:dot])
+    if word is None:
+        return True
+    token = word.group(1).lstrip("(\"'“‘[").lower()
+    if token in ABBREVIATIONS or token.rstrip(".") in ABBREVIATIONS:
+        return False
+    if len(token) == 1 and token.isalpha():
+        return False  # an initial: "J. Smith"
+    # Dotted abbreviations ("U.S", "a.m") that the list does not name.
+    return not re.fullmatch(r"(?:[a-z]\.)+[a-z]", token)
+
+
+def split_text(text: str) -> list[str]:
+    """The sentences of a run of text (no line breaks inside)."""
+    out: list[str] = []
+    start = 0
+    for match in _CANDIDATE_END.finditer(text):
+        dot = match.start()
+        if _ends_sentence(text, dot):
+            end = match.end()
+            piece = text[start:end].strip()
+            if piece:
+                out.append(piece)
+            start = end
+    rest = text[start:].strip()
+    if rest:
+        out.append(rest)
+    return out
+
+
+def is_heading(line: str, following: str) -> bool:
+    """A short line that starts like a title and holds no sentence end, standing alone or above
+    a line that starts a sentence. (A wrapped line of running text ends a sentence inside, or
+    starts in lower case, or ends with a comma, so it is not taken for one.)"""
+    words = line.split()
+    return (
+        0 < len(words) <= HEADING_MAX_WORDS
+        and (line[:1].isupper() or line[:1].isdigit())
+        and not re.search(r"[.!?][\"'”’)\]]*(\s|$)", line)
+        and not line.endswith((",", ";", ":", "-"))
+        and bool(following)  # a title stands above something; the passage's last line is cut
+        and (following[:1].isupper() or bool(_LIST_ITEM.match(following)))
+    )
+
+
+def _flush(out: list[tuple[str, str]], prose: list[str]) -> None:
+    if prose:
+        out.append(("prose", _SPACE.sub(" ", " ".join(prose)).strip()))
+        prose.clear()
+
+
+def _blocks(text: str) -> list[tuple[str, str]]:
+    """(kind, text) of each block: "heading", "item", "table" or "prose" (lines joined)."""
+    out: list[tuple[str, str]] = []
+    paragraphs = [
+        [line.strip() for line in para.split("\n") if line.strip()]
+        for para in re.split(r"\n\s*\n", text)
+    ]
+    paragraphs = [p for p in paragraphs if p]
+    for n, lines in enumerate(paragraphs):
+        after = paragraphs[n + 1][0] if n + 1 < len(paragraphs) else ""
+        prose: list[str] = []
+
+        for i, line in enumerate(lines):
+            following = lines[i + 1] if i + 1 < len(lines) else after
+            if line.startswith("|"):
+                _flush(out, prose)
+                out.append(("table", line))
+            elif _LIST_ITEM.match(line):
+                _flush(out, prose)
+                out.append(("item", line))
+            elif out and out[-1][0] == "item" and not prose and line[:1].islower():
+                out[-1] = ("item", out[-1][1] + " " + line)  # an item wrapped over lines
+            elif is_heading(line, following) and (not prose or _TERMINAL.search(prose[-1])):
+                _flush(out, prose)  # a title between two sentences is not part of either
+                out.append(("heading", line))
+            else:
+                prose.append(line)
+        _flush(out, prose)
+    return out
+
+
+def units(text: str) -> list[Unit]:
+    """The sentences and list items of a passage, in order, without headings or table lines."""
+    blocks = _blocks(text)
+    out: list[Unit] = []
+    last = len(blocks) - 1
+    for b, (kind, block) in enumerate(blocks):
+        if kind in ("heading", "table"):
+            continue
+        if kind == "item":
+            item = _LIST_ITEM.sub("", block, count=1).strip()
+            if item:
+                out.append(Unit(item, item=True, fragment=b == last and not _TERMINAL.search(item)))
+            continue
+        parts = split_text(block)
+        for i, part in enumerate(parts):
+            cut_start = b == 0 and i == 0 and part[:1].islower()
+            cut_end = b == last and i == len(parts) - 1 and not _TERMINAL.search(part)
+            out.append(
+                Unit(part, item=False, fragment=cut_start or cut_end, lead=part.endswith(":"))
+            )
+    return out
