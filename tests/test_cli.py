@@ -93,6 +93,21 @@ def test_an_unusable_server_url_is_one_line_and_exit_1() -> None:
     ]
 
 
+def test_an_in_process_start_that_fails_ends_in_one_line_and_exit_1(tmp_path: Path) -> None:
+    # No server anywhere, and a database that refuses connections: the app cannot start. The
+    # reason is logged (stderr), then one line says what happened; no traceback of the CLI's.
+    env = _without_database(
+        DOCQA_DATABASE_URL=f"postgresql://nobody@127.0.0.1:{free_port()}/none",
+        DOCQA_DATA_DIR=str(tmp_path / "data"),
+    )
+    result = docqa("docs", "list", env=env, timeout=120)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.strip().splitlines()[-1] == (
+        "docqa: Could not start docqa in this process; the reason is logged above."
+    )
+
+
 async def test_a_server_on_the_default_port_is_found(
     stack: Stack, client: httpx.AsyncClient, fresh_pdf: Path, tmp_path: Path
 ) -> None:

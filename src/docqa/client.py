@@ -118,12 +118,22 @@ async def local_server(settings: Settings) -> AsyncIterator[str]:
         create_app(settings), host="127.0.0.1", port=0, log_config=None, lifespan="on"
     )
     server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
+
+    async def serve() -> None:
+        # uvicorn reports a failed start-up with sys.exit(3), after logging why; in a task, a
+        # SystemExit would escape the event loop and end the CLI with a traceback.
+        with contextlib.suppress(SystemExit):
+            await server.serve()
+
+    task = asyncio.create_task(serve())
     try:
         while not server.started:
             if task.done():
-                await task  # re-raises a startup failure
-                raise ClientError("The in-process docqa server stopped while starting.")
+                await task  # re-raises a failure of uvicorn itself
+                # The app's own failure was logged by uvicorn at ERROR, so it shows above.
+                raise ClientError(
+                    "Could not start docqa in this process; the reason is logged above."
+                )
             await asyncio.sleep(0.02)
         port = server.servers[0].sockets[0].getsockname()[1]
         yield f"http://127.0.0.1:{port}"
