@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup setup-dev system-deps serve worker test lint format bench eval fuzz clean
+.PHONY: eval-answers setup setup-dev system-deps serve worker test lint format bench eval fuzz clean
 
 # `setup` is what serving needs; `setup-dev` adds the tools and test libraries (Playwright,
 # mypy, ruff, ...). PyTorch's CPU build goes in first: see scripts/install-torch.sh.
@@ -59,6 +59,12 @@ EVAL_ARGS ?=
 # 43 mmlongbench PDFs. Another set: `make eval EVAL_DATASET=path/to/beir EVAL_ARGS=--json`.
 eval: setup
 	$(VENV)/bin/docqa eval $(EVAL_DATASET) $(EVAL_ARGS)
+
+# The answers on MMLongBench, its 60 unanswerable questions included (answer hit, refusals,
+# citation precision), with the configured answerer.
+eval-answers: setup
+	$(PY) scripts/mmlongbench_questions.py $(EVAL_DATASET) > .eval-questions.jsonl
+	$(VENV)/bin/docqa eval --answers $(EVAL_DATASET) --questions .eval-questions.jsonl $(EVAL_ARGS)
 
 FUZZ_EXAMPLES ?= 200
 

@@ -126,8 +126,26 @@ def eval_command(
             "--limit-docs", metavar="N", min=1, help="Use only the first N documents (quick runs)."
         ),
     ] = None,
+    answers: Annotated[
+        bool,
+        typer.Option(
+            "--answers",
+            help="Measure the answers instead (answer hit, refusals, citation precision) "
+            "through the real ask path, on a page-QA folder.",
+        ),
+    ] = False,
+    questions: Annotated[
+        Path | None,
+        typer.Option(
+            "--questions",
+            metavar="FILE",
+            help="A questions.jsonl to use instead of the folder's own (lines may say "
+            '"answerable": false).',
+        ),
+    ] = None,
 ) -> None:
-    """Measure retrieval (lexical, vector, hybrid) by ingesting a dataset through the pipeline."""
+    """Measure retrieval (lexical, vector, hybrid) by ingesting a dataset through the pipeline,
+    or with --answers the answers themselves."""
     import asyncio
     import logging
     import sys
@@ -150,14 +168,35 @@ def eval_command(
             )
 
         try:
-            report = asyncio.run(
-                run_eval(settings, dataset, limit_docs=limit_docs, progress=on_progress)
-            )
+            if answers:
+                from docqa import evaluate_answers
+
+                report = asyncio.run(
+                    evaluate_answers.run_answer_eval(
+                        settings,
+                        dataset,
+                        questions=questions,
+                        limit_docs=limit_docs,
+                        progress=on_progress,
+                    )
+                )
+            else:
+                report = asyncio.run(
+                    run_eval(
+                        settings,
+                        dataset,
+                        limit_docs=limit_docs,
+                        progress=on_progress,
+                        questions=questions,
+                    )
+                )
         except DatasetError as exc:
             cli_client.err().print(str(exc), markup=False, soft_wrap=True)
             raise typer.Exit(2) from None
     if as_json:
         sys.stdout.write(report_json(report))
+    elif answers:
+        cli_client.out().print(evaluate_answers.report_table(report))
     else:
         cli_client.out().print(report_table(report))
 

@@ -64,6 +64,9 @@ class EvalQuery:
     document: str | None = None
     pages: frozenset[int] = frozenset()
     sources: tuple[str, ...] = ()
+    # Page-QA: the gold answer, and whether the document holds one at all.
+    answer: str = ""
+    answerable: bool = True
 
 
 @dataclass(frozen=True)
@@ -88,13 +91,16 @@ def _jsonl(path: Path) -> Iterator[dict[str, Any]]:
             yield row
 
 
-def load(folder: Path, limit_docs: int | None = None) -> Dataset:
-    """Read a BEIR or page-QA folder; `limit_docs` keeps the first N documents (quick runs)."""
+def load(
+    folder: Path, limit_docs: int | None = None, questions: Path | None = None
+) -> Dataset:
+    """Read a BEIR or page-QA folder; `limit_docs` keeps the first N documents (quick runs);
+    `questions` replaces a page-QA folder's questions.jsonl."""
     try:
         if (folder / "corpus.jsonl").is_file():
             return load_beir(folder, limit_docs)
-        if (folder / "questions.jsonl").is_file():
-            return load_pageqa(folder, limit_docs)
+        if questions is not None or (folder / "questions.jsonl").is_file():
+            return load_pageqa(folder, limit_docs, questions)
     except (KeyError, TypeError, ValueError) as exc:
         raise DatasetError(f"{folder}: a line lacks a field or has a bad value ({exc!r})") from None
     raise DatasetError(
@@ -145,12 +151,17 @@ def source_name(raw: str) -> str:
     return SOURCE_NAMES.get(raw.strip().lower(), raw.strip().lower())
 
 
-def load_pageqa(folder: Path, limit_docs: int | None = None) -> Dataset:
+def load_pageqa(
+    folder: Path, limit_docs: int | None = None, questions: Path | None = None
+) -> Dataset:
+    """A page-QA folder. A question with `"answerable": false` has no answer in its document
+    (it needs no evidence pages); an answerable one without evidence pages is skipped."""
     doc_dir = folder / "documents" if (folder / "documents").is_dir() else folder
     queries = []
-    for row in _jsonl(folder / "questions.jsonl"):
+    for row in _jsonl(questions or folder / "questions.jsonl"):
+        answerable = row.get("answerable", True) is not False
         pages = frozenset(int(p) for p in row.get("evidence_pages") or [])
-        if not pages:
+        if answerable and not pages:
             continue
         sources = tuple(source_name(str(s)) for s in row.get("evidence_sources") or [])
         queries.append(
@@ -160,6 +171,8 @@ def load_pageqa(folder: Path, limit_docs: int | None = None) -> Dataset:
                 document=str(row["document"]),
                 pages=pages,
                 sources=sources,
+                answer=str(row.get("answer") or ""),
+                answerable=answerable,
             )
         )
     names = sorted({q.document for q in queries if q.document is not None})

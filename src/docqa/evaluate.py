@@ -168,6 +168,8 @@ async def score_mode(
             ranked = _documents_in_order(await ask(query.text, all_pks, BEIR_CHUNKS), keys_by_pk)
             rows.append(
                 {
+            if not query.answerable:
+                continue  # no evidence page to find: only `--answers` scores these
                     "ndcg@10": ndcg_at(ranked, query.qrels),
                     "recall@100": recall_at(ranked, query.qrels, BEIR_DEPTH),
                 }
@@ -227,7 +229,7 @@ def build_report(
         "queries": len(dataset.queries),
     }
     if dataset.kind == "pageqa":
-        report["splits"] = _splits(dataset.queries, per_mode)
+        report["splits"] = _splits([q for q in dataset.queries if q.answerable], per_mode)
     report["documents"] = {
         "total": len(dataset.documents),
         "ready": len(ingested.pks),
@@ -259,8 +261,9 @@ async def run_eval(
     With no `database_url`, an embedded PostgreSQL runs under a temporary directory that is
     removed afterwards; with one, the run's documents are deleted from it at the end.
     """
-    dataset = load(folder, limit_docs)
+    dataset = load(folder, limit_docs, questions)
     with tempfile.TemporaryDirectory(prefix="docqa-eval-") as tmp:
+    questions: Path | None = None,
         settings = settings.model_copy(update={"data_dir": Path(tmp)})
         db = await open_database(settings, pool_size=INGEST_CONCURRENCY + 1)
         owner_id = f"eval-{uuid.uuid4().hex[:12]}"
