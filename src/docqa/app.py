@@ -32,6 +32,7 @@ from docqa.jobs import build_job_app, run_worker
 from docqa.progress import ProgressHub
 from docqa.protocols import openai_chat
 from docqa.protocols.errors import ErrorShape, openai_shape
+from docqa.search.rerank import make_reranker
 from docqa.settings import Settings
 from docqa.state import AppState
 
@@ -73,7 +74,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             hub=hub,
             embedder=make_embedder(settings),
         )
-        state.answerer = Answerer.from_settings(settings, db, state.embedder)
+        # One HTTP client to the rerank server, shared by every ask, closed on shutdown.
+        state.reranker = make_reranker(settings)
+        state.answerer = Answerer.from_settings(settings, db, state.embedder, state.reranker)
         if settings.worker:
             runtime = Runtime(settings, db, store, state.embedder, Tokenizer())
             state.worker_task = asyncio.create_task(
@@ -92,6 +95,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
                 with contextlib.suppress(asyncio.CancelledError):
                     await state.worker_task
             await state.answerer.aclose()
+            if state.reranker is not None:
+                await state.reranker.aclose()
             await hub.stop()
             await jobs.close_async()
             await store.aclose()
@@ -122,8 +127,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Declared here: the common error answers (401, 503, ...) every API route may give.
     app.include_router(status_api.router, responses=error_responses())
     app.include_router(documents_api.router)
+    app.include_router(pages_api.router)
     app.include_router(ask_api.router)
     app.include_router(openai_chat.router)
     install_web(app)
     return app
-    app.include_router(pages_api.router)

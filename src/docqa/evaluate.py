@@ -160,6 +160,8 @@ async def score_mode(
         if progress is not None:
             progress(f"querying ({mode})", number, len(dataset.queries))
         if dataset.kind == "pageqa":
+            if not query.answerable:
+                continue  # no evidence page to find: only `--answers` scores these
             doc_pk = ingested.pks.get(query.document or "")
             # A question whose document failed to ingest counts as a miss: nothing can be found.
             hits = await ask(query.text, [doc_pk], PAGE_TOP_K) if doc_pk else []
@@ -168,8 +170,6 @@ async def score_mode(
             ranked = _documents_in_order(await ask(query.text, all_pks, BEIR_CHUNKS), keys_by_pk)
             rows.append(
                 {
-            if not query.answerable:
-                continue  # no evidence page to find: only `--answers` scores these
                     "ndcg@10": ndcg_at(ranked, query.qrels),
                     "recall@100": recall_at(ranked, query.qrels, BEIR_DEPTH),
                 }
@@ -255,6 +255,7 @@ async def run_eval(
     *,
     limit_docs: int | None = None,
     progress: ProgressFn | None = None,
+    questions: Path | None = None,
 ) -> dict[str, Any]:
     """Ingest the folder's documents into a fresh owner and score every mode on its queries.
 
@@ -263,7 +264,6 @@ async def run_eval(
     """
     dataset = load(folder, limit_docs, questions)
     with tempfile.TemporaryDirectory(prefix="docqa-eval-") as tmp:
-    questions: Path | None = None,
         settings = settings.model_copy(update={"data_dir": Path(tmp)})
         db = await open_database(settings, pool_size=INGEST_CONCURRENCY + 1)
         owner_id = f"eval-{uuid.uuid4().hex[:12]}"

@@ -56,6 +56,23 @@ class Settings(BaseSettings):
     )
     ask_top_k: int = Field(default=6, ge=1, le=50, description="sources per answer by default")
 
+    # Reranking (docs/reranking.md): off unless a rerank server is configured.
+    rerank_base_url: str | None = Field(
+        default=None, description="a server with `POST {base}/rerank`; unset: no reranking"
+    )
+    rerank_model: str | None = Field(default=None, description="sent as `model` when set")
+    rerank_api_key: SecretStr | None = Field(default=None, description="sent as a bearer token")
+    rerank_api: Literal["cohere", "tei"] = Field(
+        default="cohere",
+        description="request shape: `cohere` (Cohere, Jina, vLLM, Infinity) or `tei`",
+    )
+    rerank_timeout_s: float = Field(
+        default=2.0, gt=0, description="past this, the ask goes on with the fused order"
+    )
+    rerank_candidates: int = Field(
+        default=30, ge=1, le=200, description="best fused chunks sent to the reranker per ask"
+    )
+
     embedding_base_url: str | None = None
     embedding_model: str = "all-MiniLM-L6-v2"
     embedding_api_key: SecretStr = SecretStr("not-needed")

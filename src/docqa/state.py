@@ -12,6 +12,7 @@ from docqa.blobs import BlobStore
 from docqa.db.engine import Database
 from docqa.ingest.embed import Embedder
 from docqa.progress import ProgressHub
+from docqa.search.rerank import HttpReranker
 from docqa.settings import Settings
 
 
@@ -25,3 +26,4 @@ class AppState:
     embedder: Embedder
     worker_task: asyncio.Task[None] | None = field(default=None)
     answerer: Answerer | None = field(default=None)
+    reranker: HttpReranker | None = field(default=None)  # None: reranking is off

@@ -31,14 +31,15 @@ from docqa.db.engine import Database
 from docqa.db.models import Document
 from docqa.errors import DocumentNotFound, DocumentNotReady
 from docqa.ingest.embed import Embedder, Tokenizer
-from docqa.search.retrieve import Hit, retrieve
+from docqa.search.rerank import Reranker
+from docqa.search.retrieve import retrieve
 from docqa.search.vector import drop_embedding, start_embedding
 from docqa.settings import Settings
 
 REWRITE_MAX_TOKENS = 96
-
 # When the documents do not hold the answer, this many of the closest sentences are shown.
 CLOSEST_SHOWN = 2
+
 
 @dataclass(frozen=True)
 class Question:
@@ -110,9 +111,15 @@ class Answerer:
     """Answers questions for one process: holds the database, the embedder and the model."""
 
     def __init__(
-        self, settings: Settings, db: Database, embedder: Embedder, llm: LLM | None
+        self,
+        settings: Settings,
+        db: Database,
+        embedder: Embedder,
+        llm: LLM | None,
+        reranker: Reranker | None = None,
     ) -> None:
         self._settings = settings
+        self._reranker = reranker  # owned by the caller, who closes it
         self._db = db
         self._embedder = embedder
         self._llm = llm
@@ -120,8 +127,14 @@ class Answerer:
         self._tokenizer = Tokenizer() if llm is not None else None
 
     @classmethod
-    def from_settings(cls, settings: Settings, db: Database, embedder: Embedder) -> Answerer:
-        return cls(settings, db, embedder, make_llm(settings))
+    def from_settings(
+        cls,
+        settings: Settings,
+        db: Database,
+        embedder: Embedder,
+        reranker: Reranker | None = None,
+    ) -> Answerer:
+        return cls(settings, db, embedder, make_llm(settings), reranker)
 
     @property
     def mode(self) -> Mode:
@@ -164,11 +177,14 @@ class Answerer:
                 question=standalone,
                 top_k=question.top_k or self._settings.ask_top_k,
                 query_vector=embedding,
+                reranker=self._reranker,
+                rerank_candidates=self._settings.rerank_candidates,
             )
             retrieval_ms = (time.perf_counter() - started) * 1000
         finally:
             if embedding is not None:  # done by now, unless a document was unknown or not ready
                 await drop_embedding(embedding)
+        checks = Checks(self._db, self._embedder)
         if not hits:
             stream: CompletionStream = TextStream("", "no_sources")
             return Answer(self.mode, standalone, [], retrieval_ms, stream, checks, answered=False)
@@ -199,7 +215,6 @@ class Answerer:
         sources = fit_sources(hits, budget)
         messages = answer_messages(
             question.text, sources, question.history, self._tokenizer, budget
-        checks = Checks(self._db, self._embedder)
         )
         stream = await self._llm.stream(messages, max_tokens=self._settings.llm_max_tokens)
         return Answer(

@@ -17,6 +17,7 @@ from sqlalchemy import text
 from docqa.db.engine import Database
 from docqa.ingest.embed import Embedder
 from docqa.search.lexical import Ranking, lexical_ranking
+from docqa.search.rerank import RERANK_CANDIDATES, Reranker, rerank_hits
 from docqa.search.vector import drop_embedding, start_embedding, vector_ranking
 
 Mode = Literal["hybrid", "lexical", "vector"]
@@ -35,8 +36,8 @@ class Hit:
     text: str
     score: float
     token_count: int  # of `text`, in the embedding model's word pieces
-
     rects: list[list[float]] = field(default_factory=list)  # where it sits on its page
+
 
 _HITS_SQL = text(
     """
@@ -67,11 +68,16 @@ async def retrieve(
     top_k: int,
     mode: Mode = "hybrid",
     query_vector: asyncio.Future[list[float]] | None = None,
+    reranker: Reranker | None = None,
+    rerank_candidates: int = RERANK_CANDIDATES,
 ) -> list[Hit]:
     """The `top_k` best chunks for `question` among `document_pks` (all owned by `owner_id`).
 
     `query_vector`, from `start_embedding(embedder, question)`, lets a caller start embedding
     the question before it knows which documents to search.
+
+    `reranker` (optional) reorders the best `rerank_candidates` fused chunks before the cut to
+    `top_k`; their `score` is then the reranker's. A reranker that fails leaves the order as is.
 
     `score` is the fused score in hybrid mode, BM25 in lexical mode and cosine similarity in
     vector mode: comparable within one answer, not across modes.
@@ -114,7 +120,9 @@ async def retrieve(
         sides.append(lexical_side())
     rankings: list[Ranking] = list(await asyncio.gather(*sides))
     scores = rrf(rankings) if mode == "hybrid" else dict(rankings[0])
-    best = sorted(scores, key=lambda cid: (-scores[cid], cid))[:top_k]
+    # With a reranker, the texts of all of its candidates are needed, not only the top_k.
+    keep = top_k if reranker is None else max(top_k, rerank_candidates)
+    best = sorted(scores, key=lambda cid: (-scores[cid], cid))[:keep]
     if not best:
         return []
     async with db.session() as session:
@@ -130,6 +138,7 @@ async def retrieve(
             text=by_id[cid].text,
             score=round(scores[cid], 6),
             token_count=by_id[cid].token_count,
+            rects=by_id[cid].rects,
         )
         for cid in best
         if cid in by_id
@@ -137,4 +146,3 @@ async def retrieve(
     if reranker is not None:
         hits = (await rerank_hits(reranker, question, hits, rerank_candidates))[:top_k]
     return hits
-            rects=by_id[cid].rects,
