@@ -41,11 +41,14 @@ from docqa.evalsets import (
 )
 from docqa.ingest.embed import Embedder, Tokenizer, make_embedder
 from docqa.ingest.pipeline import Runtime, process_document
+from docqa.search.rerank import RERANK_CANDIDATES, Reranker, make_reranker
 from docqa.search.retrieve import Hit, Mode, retrieve
 from docqa.settings import Settings
 from docqa.upload import ReceivedFile, ReceivedUpload
 
 MODES: tuple[Mode, ...] = ("lexical", "vector", "hybrid")
+# Reported too when a rerank server is configured: hybrid, its best candidates reranked.
+RERANKED = "hybrid+rerank"
 PAGE_TOP_K = 10
 BEIR_DEPTH = 100
 # A BEIR document may have several chunks: retrieve more chunks than documents are scored.
@@ -133,8 +136,10 @@ async def score_mode(
     ingested: Ingested,
     mode: Mode,
     progress: ProgressFn | None = None,
+    reranker: Reranker | None = None,
+    rerank_candidates: int = RERANK_CANDIDATES,
 ) -> tuple[list[dict[str, float]], list[float]]:
-    """Per-query metrics and latencies (ms) of one retrieval mode."""
+    """Per-query metrics and latencies (ms) of one retrieval mode, reranked with `reranker`."""
     rows: list[dict[str, float]] = []
     latencies: list[float] = []
     all_pks = sorted(set(ingested.pks.values()))
@@ -152,13 +157,16 @@ async def score_mode(
             question=question,
             top_k=top_k,
             mode=mode,
+            reranker=reranker,
+            rerank_candidates=rerank_candidates,
         )
         latencies.append((time.perf_counter() - t0) * 1000)
         return hits
 
     for number, query in enumerate(dataset.queries, start=1):
         if progress is not None:
-            progress(f"querying ({mode})", number, len(dataset.queries))
+            label = RERANKED if reranker is not None else mode
+            progress(f"querying ({label})", number, len(dataset.queries))
         if dataset.kind == "pageqa":
             if not query.answerable:
                 continue  # no evidence page to find: only `--answers` scores these
@@ -280,7 +288,32 @@ async def run_eval(
                 per_mode[mode], latencies[mode] = await score_mode(
                     db, embedder, owner_id, dataset, ingested, mode, progress=progress
                 )
-            return build_report(dataset, ingested, per_mode, latencies, settings)
+            reranker = make_reranker(settings)
+            if reranker is None:
+                return build_report(dataset, ingested, per_mode, latencies, settings)
+            try:
+                per_mode[RERANKED], latencies[RERANKED] = await score_mode(
+                    db,
+                    embedder,
+                    owner_id,
+                    dataset,
+                    ingested,
+                    "hybrid",
+                    progress=progress,
+                    reranker=reranker,
+                    rerank_candidates=settings.rerank_candidates,
+                )
+            finally:
+                await reranker.aclose()
+            report = build_report(dataset, ingested, per_mode, latencies, settings)
+            # A failed rerank keeps the fused order, so its score is hybrid's: say how often.
+            report["rerank"] = {
+                "url": reranker.safe_url,
+                "model": settings.rerank_model,
+                "candidates": settings.rerank_candidates,
+                "failures": reranker.failures,
+            }
+            return report
         finally:
             if settings.database_url:
                 async with db.session() as session, session.begin():
