@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from tests.mock_llm import MockLLM
+from tests.mock_rerank import MockRerankClient
 from tests.stack import (
     ROOT,
     SHARED_DATA,
@@ -179,6 +180,24 @@ def mock_llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MockLLM]:
         module="tests.mock_llm",
     ).start()
     mock = MockLLM(f"http://127.0.0.1:{port}")
+    try:
+        wait_http(f"{mock.url}/_health", proc)
+        yield mock
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="session")
+def mock_rerank(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MockRerankClient]:
+    """The scriptable rerank server (`tests/mock_rerank.py`), its own process."""
+    port = free_port()
+    proc = Proc(
+        ["--port", str(port)],
+        os.environ | {"PYTHONPATH": str(ROOT)},
+        _log_dir(tmp_path_factory) / "mock_rerank.log",
+        module="tests.mock_rerank",
+    ).start()
+    mock = MockRerankClient(f"http://127.0.0.1:{port}")
     try:
         wait_http(f"{mock.url}/_health", proc)
         yield mock
