@@ -257,6 +257,21 @@ async def test_client_reads_both_shapes(mock_rerank: MockRerankClient, api: str)
         assert seen["body"]["documents"] == TEXTS
 
 
+async def test_client_never_raises_on_a_bad_base_url(caplog: pytest.LogCaptureFixture) -> None:
+    for base in ("localhost:1", "http://bad host:1", "http://user:pw@127.0.0.1:1/?key=k"):
+        reranker = HttpReranker(base, api_key=API_KEY, timeout_s=1)
+        try:
+            assert await reranker.rerank("q", ["a"]) is None
+        finally:
+            await reranker.aclose()
+        assert reranker.failures == 1
+    text = caplog.text
+    assert text.count("reranking skipped") == 3
+    assert API_KEY not in text
+    assert "pw" not in text
+    assert "key=k" not in text
+
+
 # --- docqa eval -----------------------------------------------------------------------------------
 
 

@@ -98,7 +98,10 @@ def parse_scores(payload: Any, count: int) -> list[float]:
 
 def _safe_url(url: str) -> str:
     """The URL as it may be logged: no user, password or query (any of them may hold a key)."""
-    return str(httpx.URL(url).copy_with(username=None, password=None, query=None))
+    try:
+        return str(httpx.URL(url).copy_with(username=None, password=None, query=None))
+    except httpx.InvalidURL:
+        return "(not a valid URL)"
 
 
 class HttpReranker:
@@ -132,14 +135,17 @@ class HttpReranker:
         try:
             return await self._scores(query, texts)
         except RerankFailed as exc:
-            # One line per failed ask, naming the server without credentials, never the key.
-            self.failures += 1
-            log.warning(
-                "reranking skipped, the fused order is kept: %s",
-                exc,
-                extra={"rerank_url": self.safe_url},
-            )
-            return None
+            reason = str(exc)
+        except Exception as exc:  # anything else (a malformed URL, say) must not fail the ask
+            reason = f"the request failed ({type(exc).__name__})"
+        # One line per failed ask, naming the server without credentials, never the key.
+        self.failures += 1
+        log.warning(
+            "reranking skipped, the fused order is kept: %s",
+            reason,
+            extra={"rerank_url": self.safe_url},
+        )
+        return None
 
     async def _scores(self, query: str, texts: Sequence[str]) -> list[float]:
         try:
@@ -173,13 +179,19 @@ def make_reranker(settings: Settings) -> HttpReranker | None:
     if not settings.rerank_base_url:
         return None
     key = settings.rerank_api_key.get_secret_value() if settings.rerank_api_key else None
-    return HttpReranker(
+    reranker = HttpReranker(
         settings.rerank_base_url,
         api=settings.rerank_api,
         model=settings.rerank_model,
         api_key=key,
         timeout_s=settings.rerank_timeout_s,
     )
+    log.info(
+        "reranking with %s",
+        reranker.safe_url,
+        extra={"rerank_model": settings.rerank_model, "rerank_api": settings.rerank_api},
+    )
+    return reranker
 
 
 async def rerank_hits(
