@@ -52,6 +52,10 @@ async def library(pg_server_url: str) -> AsyncIterator[Library]:
     with psycopg.connect(url, autocommit=True) as conn:
         register_vector(conn)
         # Load first, index once: as bench_ask does, and far quicker than 8,000 HNSW inserts.
+        row = conn.execute(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_chunks_embedding_hnsw'"
+        ).fetchone()
+        assert row is not None
         conn.execute("DROP INDEX ix_chunks_embedding_hnsw")
         for owner, docs in pks.items():
             for d in range(DOCS_PER_OWNER):
@@ -74,10 +78,7 @@ async def library(pg_server_url: str) -> AsyncIterator[Library]:
                     copy.set_types(COPY_TYPES)
                     for seq in range(CHUNKS_PER_DOC):
                         copy.write_row([pk, owner, seq, 1, 1, 0, 4, 4, "text", vectors[seq]])
-        conn.execute(
-            "CREATE INDEX ix_chunks_embedding_hnsw ON chunks USING hnsw "
-            "(embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)"
-        )
+        conn.execute(row[0])  # the index as the migrations define it
         conn.execute("ANALYZE chunks")
         rows = conn.execute("SELECT id, owner_id, document_pk FROM chunks").fetchall()
     db = await open_database(Settings(database_url=url), pool_size=2)
