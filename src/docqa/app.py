@@ -30,8 +30,8 @@ from docqa.ingest.embed import Tokenizer, make_embedder
 from docqa.ingest.pipeline import Runtime
 from docqa.jobs import build_job_app, run_worker
 from docqa.progress import ProgressHub
-from docqa.protocols import openai_chat
-from docqa.protocols.errors import ErrorShape, openai_shape
+from docqa.protocols import mcp_server, openai_chat
+from docqa.protocols.errors import ErrorShape, jsonrpc_shape, openai_shape
 from docqa.search.rerank import make_reranker
 from docqa.settings import Settings
 from docqa.state import AppState
@@ -107,17 +107,19 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the docqa application. Settings come from the environment when not given."""
     settings = settings or Settings()
+    mcp = mcp_server.build_mcp(settings)
     app = FastAPI(
         title="docqa",
         version=__version__,
         summary="Answers questions about your own documents, with citations down to the page.",
-        lifespan=_lifespan,
+        lifespan=mcp_server.with_mcp(_lifespan, mcp),
     )
     app.state.settings = settings
-    # Outside everything that answers errors: those of /v1 leave in OpenAI's shape.
-    app.add_middleware(ErrorShape, prefix="/v1", reshape=openai_shape)
     # Innermost: the request's log line and metrics count the answers it gives too.
     app.add_middleware(BodyGuard, settings=settings)
+    # Outside everything that answers errors: those of /v1 leave in OpenAI's shape.
+    app.add_middleware(ErrorShape, prefix="/v1", reshape=openai_shape)
+    app.add_middleware(ErrorShape, prefix=mcp_server.PATH, reshape=jsonrpc_shape)
     # Inside RequestIdMiddleware, so that the request log line carries the request id.
     app.add_middleware(RequestMetricsMiddleware)
     app.add_middleware(RequestIdMiddleware)
@@ -130,5 +132,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(pages_api.router)
     app.include_router(ask_api.router)
     app.include_router(openai_chat.router)
+    mcp_server.install_mcp(app, mcp)
     install_web(app)
     return app

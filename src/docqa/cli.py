@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from docqa import cli_client, cli_docs, cli_status
+from docqa import cli_client, cli_docs, cli_mcp, cli_status
 from docqa.cli_db import db_app
 from docqa.cli_keys import keys_app
 
@@ -206,6 +206,7 @@ app.command()(cli_client.ingest)
 app.command()(cli_client.ask)
 app.add_typer(cli_docs.docs_app, name="docs")
 app.command()(cli_status.status)
+app.command("mcp")(cli_mcp.mcp)
 app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
 

@@ -171,7 +171,10 @@ async def _collect_unless_gone(request: Request, relay: Relay) -> bool:
             failure = exc
         group.cancel_scope.cancel()
     if failure is not None:
-        raise relay.failure(failure) from failure
+        # Nothing was sent yet, so it is a plain HTTP error, counted and logged where every
+        # error response is.
+        relay.finish_reason = "error"
+        raise failure
     return not gone
 
 
