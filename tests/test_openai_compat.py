@@ -586,3 +586,63 @@ async def test_a_client_giving_up_on_a_whole_answer_cancels_the_model_request(
     assert request["outcome"] == "cancelled"
     assert request["ended"] - left < 1.0
     assert request["tokens_sent"] < 20
+
+
+# --- units: what the endpoint reads from a request, and where the annotations go --------------
+
+
+def test_url_citations_span_each_marker() -> None:
+    from docqa.protocols.citations import url_citations
+
+    sources = [
+        {"n": 1, "document_id": "a b", "filename": "a.pdf", "page": 3},
+        {"n": 2, "document_id": "c", "filename": "c.pdf", "page": 1},
+    ]
+    text = "Ünïcödé first [1]. Both [1, 2] and [2][1]; none [7] or [x]."
+    found = url_citations(text, sources, "http://h:1/")
+    spans = [text[a["url_citation"]["start_index"] : a["url_citation"]["end_index"]] for a in found]
+    assert spans == ["[1]", "[1, 2]", "[1, 2]", "[2]", "[1]"]
+    urls = [a["url_citation"]["url"] for a in found]
+    assert urls[0] == "http://h:1/api/v1/documents/a%20b/file#page=3"
+    assert urls[2] == "http://h:1/api/v1/documents/c/file#page=1"
+    assert found[0]["url_citation"]["title"] == "a.pdf, page 3"
+
+
+def test_the_question_history_and_scope_come_from_the_messages() -> None:
+    from docqa.protocols.openai_request import MAX_HISTORY_TURNS, ChatRequest, to_question
+
+    messages: list[dict[str, Any]] = [{"role": "system", "content": "Be brief."}]
+    for i in range(MAX_HISTORY_TURNS + 5):
+        messages.append({"role": "user", "content": f"question {i}"})
+        messages.append({"role": "assistant", "content": f"answer {i} [1]"})
+    messages.append({"role": "user", "content": [{"type": "text", "text": "  And then? "}]})
+    question = to_question(ChatRequest.model_validate({"model": "docqa:d-1", "messages": messages}))
+    assert question.text == "And then?"
+    assert question.document_ids == ("d-1",)
+    assert len(question.history) == MAX_HISTORY_TURNS
+    assert question.history[-1] == {"role": "assistant", "content": "answer 54 [1]"}
+    assert all(turn["content"] != "Be brief." for turn in question.history)
+
+
+def test_error_bodies_are_reshaped_for_each_protocol() -> None:
+    from docqa.protocols.errors import JSONRPC_REFUSED, jsonrpc_shape, openai_shape
+
+    docqa = {"detail": "No.", "code": "rate_limited", "request_id": "r", "retry_after_s": 3}
+    assert openai_shape(422, docqa) == (
+        400,
+        {
+            "error": {
+                "message": "No.",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "rate_limited",
+                "retry_after_s": 3,
+            }
+        },
+    )
+    assert openai_shape(429, docqa)[1]["error"]["type"] == "rate_limit_error"
+    status, body = jsonrpc_shape(401, docqa)
+    assert status == 401
+    assert body["error"]["code"] == JSONRPC_REFUSED
+    assert body["error"]["message"] == "No."
+    assert body["error"]["data"] == {"code": "rate_limited", "status": 401, "retry_after_s": 3}
