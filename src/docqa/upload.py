@@ -16,10 +16,10 @@ from email.message import Message
 from email.utils import collapse_rfc2231_value
 from typing import Any
 
-import filetype
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from docqa import formats
 from docqa.blobs import BlobStore, BlobWriter
 from docqa.errors import BadUpload, EmptyFile, InvalidRequest, UnsupportedType, UploadTooLarge
 
@@ -40,38 +40,6 @@ METADATA_MAX_DEPTH = 16
 # A body may exceed the file by its multipart framing and small form fields; past this, reject
 # on Content-Length alone, before reading anything.
 FORM_OVERHEAD_BYTES = 256 * 1024
-
-CANONICAL_TYPES = {
-    "pdf": "application/pdf",
-    "docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
-    "html": "text/html",
-    "markdown": "text/markdown",
-    "text": "text/plain",
-}
-KIND_BY_EXTENSION = {
-    ".pdf": "pdf",
-    ".docx": "docx",
-    ".html": "html",
-    ".htm": "html",
-    ".xhtml": "html",
-    ".md": "markdown",
-    ".markdown": "markdown",
-    ".txt": "text",
-    ".text": "text",
-}
-KIND_BY_TYPE = {v: k for k, v in CANONICAL_TYPES.items()} | {
-    "application/xhtml+xml": "html",
-    "text/x-markdown": "markdown",
-}
-GENERIC_TYPES = {"", "application/octet-stream", "binary/octet-stream"}
-KIND_NAMES = {
-    "pdf": "a PDF",
-    "docx": "a Word (DOCX) document",
-    "html": "an HTML page",
-    "markdown": "a Markdown file",
-    "text": "a plain-text file",
-}
-SUPPORTED = "docqa reads PDF, Word (DOCX), HTML, Markdown and plain-text files"
 
 
 def file_too_large(limit_bytes: int) -> UploadTooLarge:
@@ -164,37 +132,40 @@ def clean_filename(raw: str) -> str:
 
 def claimed_kind(filename: str, content_type: str) -> str:
     """The kind the client says the file is, from its name and part content type."""
-    ext = "." + filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
-    by_ext = KIND_BY_EXTENSION.get(ext)
-    by_type = KIND_BY_TYPE.get(content_type)
-    if by_type and by_ext and by_type != by_ext:
-        # A name and a type that disagree (report.md sent as text/plain): the name is more
-        # specific for text formats; otherwise trust neither.
-        if {by_type, by_ext} <= {"text", "markdown", "html"}:
-            return by_ext
+    by_name = formats.by_extension(filename)
+    by_type = formats.by_media_type(content_type)
+    if by_type and by_name and by_type is not by_name:
+        # A name and a type that disagree (report.md sent as text/plain, a .csv sent by Windows
+        # as an Excel type): within one family the name is more specific; otherwise trust
+        # neither.
+        if by_type.family == by_name.family or by_type.family == "loose":
+            return by_name.kind
         raise UnsupportedType(
-            f"The file is named like {KIND_NAMES[by_ext]} but was sent as {content_type}."
+            f"The file is named like {by_name.name} but was sent as {content_type}."
         )
-    kind = by_ext or by_type
-    if kind is None:
-        shown = content_type if content_type not in GENERIC_TYPES else "an unknown type"
-        raise UnsupportedType(f"{SUPPORTED}; '{filename}' ({shown}) is none of these.")
-    return kind
+    fmt = by_name or by_type
+    if fmt is None:
+        advice = formats.REFUSED_ADVICE.get(formats.extension(filename))
+        if advice:
+            raise UnsupportedType(advice)
+        shown = content_type if content_type not in formats.GENERIC_TYPES else "an unknown type"
+        raise UnsupportedType(
+            f"{formats.supported_sentence()}; '{filename}' ({shown}) is none of these."
+        )
+    return fmt.kind
 
 
 def check_bytes_match(kind: str, head: bytes) -> None:
     """Raise when the first bytes contradict the claimed kind."""
-    if kind == "pdf":
-        ok = b"%PDF-" in head[:1024]
-    elif kind == "docx":
-        ok = head.startswith(b"PK\x03\x04")
-    else:
-        # Text formats: no NUL bytes and no recognisable binary signature.
-        ok = b"\x00" not in head and filetype.guess(head) is None
-    if not ok:
-        raise UnsupportedType(
-            f"The file is named or typed as {KIND_NAMES[kind]}, but its bytes are not."
-        )
+    fmt = formats.get(kind)
+    if not fmt.sniff(head):
+        raise UnsupportedType(f"The file is named or typed as {fmt.name}, but its bytes are not.")
+
+
+def canonical_type(kind: str, content_type: str) -> str:
+    """The content type to store and serve: the client's, if it names this kind, else ours."""
+    fmt = formats.get(kind)
+    return content_type if content_type in fmt.media_types else fmt.media_type
 
 
 @dataclass
@@ -399,9 +370,7 @@ def _finish(receiver: _Receiver) -> ReceivedUpload:
     metadata: dict[str, Any] = {}
     if raw := receiver.fields.get("metadata"):
         metadata = parse_metadata(raw)
-    content_type = part.content_type
-    if content_type in GENERIC_TYPES or KIND_BY_TYPE.get(content_type) != kind:
-        content_type = CANONICAL_TYPES[kind]
+    content_type = canonical_type(kind, part.content_type)
     return ReceivedUpload(
         file=ReceivedFile(
             filename=filename,
