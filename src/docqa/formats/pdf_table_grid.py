@@ -33,6 +33,7 @@ _YEAR = re.compile(r"^(?:fy\s*)?(?:19|20)\d\d[a-z]?$", re.IGNORECASE)
 MARKER = re.compile(r"^(?:[•\-–·*o▪►❖✓]|\(?[0-9]{1,2}[.)]|\(?[a-z][.)]|\(?[ivx]{1,4}[.)])$")
 _SYMBOLS = re.compile(r"^[^\w\s]{1,3}$")  # bullets in odd fonts, ">>>" and "..." prompts
 _LINE_NO = re.compile(r"^\d{1,4}:$")  # numbered lines of code
+_LEADERS = re.compile(r"\.{2,}|\s")  # dot leaders and spaces: not counted as symbols
 _PAGE_NO = re.compile(r"^(?:\d{1,3}|[ivxlc]{1,6})$", re.IGNORECASE)
 
 
@@ -184,16 +185,25 @@ class Table:
         """Is this a table, rather than prose in columns, a list or a table of contents?"""
         body = self.body
         full = sum(sum(1 for c in row if c) > 1 for row in body)
-        if full < 2 or full + (self.merged is not None) < 3:
+        headed = any(sum(1 for c in row if c) > 1 for row in self.header_rows)
+        numbers = sum(is_number(f.text) for row in body for cell in row for f in cell)
+        # Three rows of cells (a header among them), or, under a header, one row of numbers
+        # (filings put a one-line table under each heading).
+        if not (full >= 2 and full + headed >= 3) and not (full >= 1 and headed and numbers >= 2):
             return False
         rows = self.header_rows + body
-        for c in range(len(self.cols)):
-            if sum(1 for row in rows if row[c]) < 2:
-                return False
+        # A column must hold at least two cells; a few may hold one (a "Change" column filled
+        # in one row of a small table).
+        sparse = sum(sum(1 for row in rows if row[c]) < 2 for c in range(len(self.cols)))
+        if sparse * 3 > len(self.cols):
+            return False
         known = [s for s in self.spacing if s is not None]
         if sum(not s for s in known) * 2 > len(known):
             return False  # justified prose: its word spaces are as wide as its "gutters"
         texts = [_text(cell) for row in body for cell in row if cell]
+        shown = _LEADERS.sub("", "".join(texts))
+        if sum(c.isalnum() for c in shown) * 2 < len(shown):
+            return False  # symbols more than letters and digits: a garbled text layer
         if statistics.median(len(t) for t in texts) > PROSE_CELL:
             return False
         prose_cols = 0
