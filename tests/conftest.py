@@ -14,6 +14,7 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -252,3 +253,43 @@ def local_embedder() -> Any:
     from docqa.ingest.embed import LocalEmbedder
 
     return LocalEmbedder()
+
+
+@dataclass
+class KeysApi:
+    """An API process in keys mode on the session's database and files: each key made with
+    `new_key` is a new owner, so tests can check what one owner sees of another's."""
+
+    url: str
+    database_url: str
+
+    async def new_key(self, name: str = "owner") -> str:
+        from docqa import auth
+        from docqa.db.engine import open_database
+        from docqa.settings import Settings
+
+        db = await open_database(Settings(database_url=self.database_url), pool_size=1)
+        try:
+            return (await auth.create_key(db, name=name)).secret
+        finally:
+            await db.close()
+
+    def client(self, key: str) -> httpx.AsyncClient:
+        headers = {"authorization": f"Bearer {key}"}
+        return httpx.AsyncClient(base_url=self.url, headers=headers, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def keys_api(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeysApi]:
+    if not stack.local:
+        pytest.skip("needs an API the tests configure (not available with DOCQA_TEST_BASE_URL)")
+    assert stack.database_url is not None
+    api = KeysApi("", stack.database_url)
+    asyncio.run(api.new_key("keys-api"))  # keys mode starts only once a key exists
+    proc, api.url = start_api(
+        stack.env | {"DOCQA_AUTH": "keys"}, _log_dir(tmp_path_factory), name="api-keys"
+    )
+    try:
+        yield api
+    finally:
+        proc.stop()

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from docqa import __version__
 from docqa.answer import Answerer
 from docqa.api import ask as ask_api
+from docqa.api import conversations as conversations_api
 from docqa.api import documents as documents_api
 from docqa.api import health as health_api
 from docqa.api import metrics as metrics_api
@@ -131,6 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(documents_api.router)
     app.include_router(pages_api.router)
     app.include_router(ask_api.router)
+    app.include_router(conversations_api.router)
     app.include_router(openai_chat.router)
     mcp_server.install_mcp(app, mcp)
     install_web(app)

@@ -8,6 +8,7 @@ request to the model server, is open before the 200 is sent.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -16,15 +17,24 @@ from typing import Annotated, Any, Literal
 
 import anyio
 from fastapi import APIRouter, Depends
-from pydantic import AfterValidator, BaseModel, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.background import BackgroundTask
 
+from docqa import conversations
 from docqa.answer import Answer, Answerer, ChatMessage, Question
 from docqa.api.deps import AskRateLimit, Owner, State, StreamSlot
 from docqa.api.errors import error_responses
 from docqa.errors import DocqaError
 from docqa.metrics import ASK_FIRST_TOKEN_SECONDS, ASK_TOKENS_STREAMED, ERRORS
+from docqa.state import AppState
 from docqa.upload import DOCUMENT_ID_PATTERN, storable_text_problem
 
 log = logging.getLogger(__name__)
@@ -61,6 +71,12 @@ class AskBody(BaseModel):
     history: list[Turn] = Field(
         default_factory=list, max_length=50, description="the conversation so far, oldest first"
     )
+    conversation_id: str | None = Field(
+        default=None,
+        max_length=64,
+        description="ask within this conversation: the server keeps its history and stores "
+        "this turn (then send no `history`)",
+    )
 
     @field_validator("question")
     @classmethod
@@ -69,6 +85,15 @@ class AskBody(BaseModel):
         if not value:
             raise ValueError("the question is empty")
         return value
+
+    @model_validator(mode="after")
+    def _one_history(self) -> AskBody:
+        # Two histories could disagree; neither silently wins.
+        if self.conversation_id is not None and self.history:
+            raise ValueError(
+                "send either conversation_id (the server keeps the history) or history, not both"
+            )
+        return self
 
     def to_question(self) -> Question:
         ids = ([self.document_id] if self.document_id else []) + (self.document_ids or [])
@@ -111,14 +136,22 @@ async def ask(
     started: Started,
     body: AskBody,
     answerer: AnswererDep,
+    state: State,
     owner: Owner,
     _limit: AskRateLimit,
     _slot: StreamSlot,
 ) -> EventSourceResponse:
-    """Answer a question from the caller's documents, citing sources as `[n]`."""
-    answer = await answerer.start(owner, body.to_question())
+    """Answer a question from the caller's documents, citing sources as `[n]`. With
+    `conversation_id`, the history is the conversation's and the turn is stored in it."""
+    question = body.to_question()
+    keeper: _Keeper | None = None
+    if body.conversation_id is not None:
+        thread = await conversations.open_thread(state.db, owner, body.conversation_id)
+        question = dataclasses.replace(question, history=thread.history)
+        keeper = _Keeper(state, thread, question)
+    answer = await answerer.start(owner, question)
     return EventSourceResponse(
-        _events(answer, started),
+        _events(answer, started, keeper),
         ping=PING_S,
         ping_message_factory=_ping,
         # Also runs when the client left before the first event (the generator never started).
@@ -130,7 +163,40 @@ def _ms(since: float) -> float:
     return round((time.perf_counter() - since) * 1000, 1)
 
 
-async def _events(answer: Answer, started: float) -> AsyncIterator[ServerSentEvent]:
+@dataclasses.dataclass
+class _Keeper:
+    """Stores the turn of an answer given within a conversation, once."""
+
+    state: AppState
+    thread: conversations.Thread
+    question: Question
+    stored: bool = False
+
+    async def store(self, answer: Answer, done: dict[str, Any], *, interrupted: bool) -> None:
+        if self.stored:
+            return
+        self.stored = True
+        try:
+            turn_id = await conversations.record_turn(
+                self.state.db,
+                self.thread,
+                question=self.question.text,
+                document_ids=list(self.question.document_ids),
+                answer=answer,
+                done=done,
+                interrupted=interrupted,
+            )
+        except Exception:  # the answer was given; only its record is missing
+            log.warning("could not store the conversation turn", exc_info=True)
+            return
+        if turn_id is not None:
+            done["conversation_id"] = self.thread.conversation_id
+            done["turn_id"] = turn_id
+
+
+async def _events(
+    answer: Answer, started: float, keeper: _Keeper | None = None
+) -> AsyncIterator[ServerSentEvent]:
     first_token: float | None = None
     finish_reason: str | None = None
     deltas = 0
@@ -159,10 +225,16 @@ async def _events(answer: Answer, started: float) -> AsyncIterator[ServerSentEve
             yield ServerSentEvent(_json(failure), event="error")
         timings = {"retrieval": round(answer.retrieval_ms, 1), "first_token": first_token}
         done = answer.done_view(finish_reason, timings | {"total": _ms(started)})
+        if keeper is not None:  # stored before `done`, so a client that reads on finds it
+            await keeper.store(answer, done, interrupted=False)
         yield ServerSentEvent(_json(done), event="done")
     finally:
         with anyio.CancelScope(shield=True):
             await answer.aclose()
+            if keeper is not None and not keeper.stored:  # the client went away part-way
+                timings = {"retrieval": round(answer.retrieval_ms, 1), "first_token": first_token}
+                gone = answer.done_view("cancelled", timings | {"total": _ms(started)})
+                await keeper.store(answer, gone, interrupted=True)
         # The model's own count when it reported one, else one per delta sent.
         usage = answer.stream.usage or {}
         ASK_TOKENS_STREAMED.inc(usage.get("completion_tokens") or deltas)

@@ -216,3 +216,58 @@ class StreamLease(Base):
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
 
     __table_args__ = (Index("ix_stream_leases_subject", "subject", "expires_at"),)
+
+
+class Conversation(Base):
+    """A conversation: the turns asked in it, kept so that follow-ups and a reloaded page find
+    them. Its public id is `pk.hex`."""
+
+    __tablename__ = "conversations"
+
+    pk: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")
+    )
+    owner_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    title: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+    __table_args__ = (Index("ix_conversations_owner_updated", "owner_id", "updated_at", "pk"),)
+
+
+class ConversationTurn(Base):
+    """One question and its answer as it was given: the sources and quotes are copies, so a
+    past answer stays readable after its documents are deleted (`source_documents` tells)."""
+
+    __tablename__ = "conversation_turns"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    conversation_pk: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("conversations.pk", ondelete="CASCADE"), nullable=False
+    )
+    question: Mapped[str] = mapped_column(Text, nullable=False)
+    standalone: Mapped[str] = mapped_column(Text, nullable=False)
+    answer: Mapped[str] = mapped_column(Text, nullable=False)
+    # The `sources` event's items, and the documents.pk of each (no foreign key: it outlives them).
+    sources: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, nullable=False)
+    source_documents: Mapped[list[uuid.UUID]] = mapped_column(
+        ARRAY(UUID(as_uuid=True)), nullable=False
+    )
+    quotes: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, nullable=False)
+    citations: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
+    answered: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    mode: Mapped[str] = mapped_column(String(16), nullable=False)
+    finish_reason: Mapped[str] = mapped_column(String(32), nullable=False)
+    # The client went away before the answer was complete: `answer` is what had been streamed.
+    interrupted: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")
+    document_ids: Mapped[list[str]] = mapped_column(JSONB, nullable=False)
+    timings: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+    __table_args__ = (Index("ix_conversation_turns_conversation", "conversation_pk", "id"),)
