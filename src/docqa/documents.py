@@ -180,7 +180,9 @@ async def list_documents(
 
 
 async def delete_document(db: Database, store: BlobStore, owner_id: str, document_id: str) -> None:
-    """Remove the row (pages and chunks cascade), then the stored file."""
+    """Remove the row (pages and chunks cascade), then the stored file and its page images.
+
+    Conversations that cited it keep their copies of its passages (see `conversations`)."""
     async with db.session() as session, session.begin():
         result = await session.execute(
             delete(Document)
@@ -192,6 +194,7 @@ async def delete_document(db: Database, store: BlobStore, owner_id: str, documen
             raise DocumentNotFound(f"There is no document with the id '{document_id}'.")
         await notify_changed(session, row.pk)
     await store.delete(row.blob_key)
+    await store.delete_prefix(f"pages/{row.pk.hex}/")
 
 
 async def notify_changed(session: AsyncSession, pk: uuid.UUID) -> None:

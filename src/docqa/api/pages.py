@@ -11,7 +11,7 @@ from fastapi import APIRouter, Header, Path, Query, Response
 from docqa import documents, formats, pages, render
 from docqa.api.deps import Owner, State
 from docqa.api.errors import error_responses
-from docqa.errors import DocqaError
+from docqa.errors import DocqaError, DocumentNotFound
 from docqa.upload import DOCUMENT_ID_PATTERN, DOCUMENT_ID_RULE
 
 router = APIRouter(prefix="/api/v1", tags=["documents"])
@@ -85,6 +85,11 @@ async def get_page_image(
         async with _DRAWING, state.store.local_copy(doc.blob_key) as path:
             data = await asyncio.to_thread(render.render_page, path, doc.kind, page, served, fmt)
         await state.store.put(key, data)
+        try:
+            await documents.get_document(state.db, owner, document_id)
+        except DocumentNotFound:  # deleted while it was drawn: leave no image behind
+            await state.store.delete_prefix(f"pages/{doc.pk.hex}/")
+            raise
     return Response(content=data, media_type=f"image/{fmt}", headers=headers)
 
 
