@@ -133,12 +133,14 @@ def main() -> None:
     truths = [truth for _, _, truth in pages]
     workdir = Path(tempfile.mkdtemp(prefix="docqa-bench-ocr-"))
     images = [scanned(path, index, rng) for path, index, _ in pages]
+    # The TIFF first: Pillow keeps a PNG save's encoder settings on the image, and its TIFF
+    # writer then fails on them.
+    tiff = workdir / "scans.tif"
+    images[0].save(tiff, save_all=True, append_images=images[1:])  # uncompressed: same pixels
     pngs = []
     for n, image in enumerate(images):
         pngs.append(workdir / f"page-{n:02d}.png")
         image.save(pngs[-1])
-    tiff = workdir / "scans.tif"
-    images[0].save(tiff, save_all=True, append_images=images[1:])  # uncompressed: same pixels
 
     runs: dict[str, list[dict[str, float]]] = {"docqa": [], "tesseract": [], "tesseract x2": []}
     for round_no in range(args.rounds):

@@ -15,7 +15,7 @@ import pytest
 
 from docqa import formats
 from docqa.errors import ExtractionFailed
-from docqa.formats import ocr, pdf
+from docqa.formats import ocr, pdf, pdf_ocr
 from docqa.formats.page import Page, ReadContext, clean_text
 from docqa.ingest.extract import Limits, ReadOptions, check_has_text, extract_pages
 from tests.asking import ask, fold
@@ -63,10 +63,10 @@ def test_garbage_and_empty_text_layers_need_ocr(shared_data: Path) -> None:
         assert not quality(filing, index).garbage
         assert not quality(filing, index).sparse
     scan = pdfium.PdfDocument(shared_data / SCAN)
-    assert ocr.needs_ocr(scan, 0, ocr.TextQuality(0, 0))
+    assert pdf_ocr.needs_ocr(scan, 0, ocr.TextQuality(0, 0))
     # A blank page draws nothing: nothing to recognise.
     blank = pdfium.PdfDocument(shared_data / "pdfs/pdfjs_test/empty_protected.pdf")
-    assert not ocr.needs_ocr(blank, 0, ocr.TextQuality(0, 0))
+    assert not pdf_ocr.needs_ocr(blank, 0, ocr.TextQuality(0, 0))
 
 
 def test_languages_are_checked_with_the_package_to_install() -> None:
@@ -162,6 +162,26 @@ def test_images_are_bounded_before_decoding(tmp_path: Path) -> None:
     with pytest.raises(ExtractionFailed) as info:
         list(image.read(tmp_path / "broken.png", ctx))
     assert info.value.code == "corrupt"
+
+
+def test_exif_orientation_is_applied(shared_data: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from docqa.formats import image
+
+    upright = Image.open(shared_data / "formats/tesseract-test/eurotext.tif").convert("L")
+    # Stored a quarter turn anticlockwise, with EXIF orientation 6: "turn clockwise to view".
+    stored = upright.transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored.save(tmp_path / "tagged.jpg", exif=exif, quality=95)
+    stored.save(tmp_path / "untagged.jpg", quality=95)
+    ctx = ReadContext(max_pages=5)
+    (page,) = image.read(tmp_path / "tagged.jpg", ctx)
+    assert "The (quick) [brown] {fox} jumps!" in page.text
+    # The same pixels without the tag are read sideways: the orientation is what made it.
+    (sideways,) = image.read(tmp_path / "untagged.jpg", ctx)
+    assert "quick" not in sideways.text
 
 
 # Through the real stack.

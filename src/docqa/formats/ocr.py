@@ -1,4 +1,4 @@
-"""OCR with Tesseract: which pages need it, and recognising them into lines with word boxes.
+"""OCR with Tesseract: the engine, the languages it has, and how readable a text layer is.
 
 Tesseract is Debian's (`tesseract-ocr` and its `tesseract-ocr-<lang>` language packages); the
 binding is `tesserocr`, which runs Tesseract in this process and releases the GIL while it
@@ -15,14 +15,13 @@ from __future__ import annotations
 import os
 import re
 import threading
-from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from docqa.formats.page import ReadContext, normalise_char
+from docqa.formats.page import normalise_char
 from docqa.formats.pdf import Glyph, Line
 
 if TYPE_CHECKING:
@@ -39,10 +38,9 @@ _LANGUAGE = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 # Threads recognising at once in one extraction: one per core, a few at most (each holds a
 # Tesseract instance and a page image).
 MAX_THREADS = 4
-# Recognised lines whose words Tesseract trusts less than this on average are not text (photo
-# texture, drawings); within a line, words below the second are specks.
-MIN_LINE_CONFIDENCE = 50.0
-MIN_WORD_CONFIDENCE = 20.0
+# A page whose recognised words Tesseract trusts less than this on average (by character) is a
+# picture, not text.
+MIN_PAGE_CONFIDENCE = 50.0
 
 
 class OcrUnavailable(Exception):
@@ -155,13 +153,17 @@ class _Word:
     confidence: float  # Tesseract's, 0 to 100
 
 
-def _trusted(words: list[_Word]) -> list[_Word]:
-    """A recognised line's words that are text: a line Tesseract doubts as a whole is the
-    texture of a photo or drawing (measured: text lines average 80 to 96, photo noise about
-    40), and within a kept line a word it all but rejects is a speck."""
-    if not words or sum(w.confidence for w in words) < MIN_LINE_CONFIDENCE * len(words):
+def _trusted(rows: list[list[_Word]]) -> list[list[_Word]]:
+    """The recognised lines, or none when the page is a picture: Tesseract reads the texture of
+    a photo as words it doubts (confidence about 40 on average, against 80 to 96 for text), so a
+    page whose words average under `MIN_PAGE_CONFIDENCE` holds no text. Within a page of text,
+    doubtful words stay: dropping them (or whole doubtful lines) lost more real text, in tables
+    and formulas, than it removed noise (docs/ocr.md)."""
+    words = [w for row in rows for w in row]
+    chars = sum(len(w.text) for w in words)
+    if not chars or sum(w.confidence * len(w.text) for w in words) < MIN_PAGE_CONFIDENCE * chars:
         return []
-    return [w for w in words if w.confidence >= MIN_WORD_CONFIDENCE]
+    return rows
 
 
 class Tesseract:
@@ -223,7 +225,7 @@ class Tesseract:
                 fractions = (x0 / width, y0 / height, x1 / width, y1 / height)
                 rows[-1].append(_Word(text, fractions, word.Confidence(level)))
         api.Clear()
-        return [line for row in rows if (line := _line(_trusted(row), points_high)) is not None]
+        return [line for row in _trusted(rows) if (line := _line(row, points_high)) is not None]
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -258,158 +260,3 @@ def _line(words: Sequence[_Word], points_high: float) -> Line | None:
     )
     # Tesseract's word boxes run from ascender to descender: about the font size.
     return Line(glyphs, box, round((box[3] - box[1]) * points_high, 1))
-
-
-# PDF pages are rendered at this resolution for recognition (measured: docs/ocr.md)...
-DPI = 300
-# ...unless the page is so large that the image would pass this many pixels (a poster, a
-# drawing): then at the resolution that fits.
-MAX_RENDER_PIXELS = 50_000_000
-# Pages read ahead of the one to hand over next, while it is being recognised.
-MAX_PENDING = 32
-
-
-def render(pdf: Any, index: int) -> tuple[Image, float, int]:
-    """Page `index` as a greyscale image for recognition, the page's height in points, and the
-    resolution used. pdfium is not thread-safe: call this from the reading thread only."""
-    page = pdf[index]
-    try:
-        width, height = page.get_size()
-        scale = DPI / 72
-        if width * height * scale * scale > MAX_RENDER_PIXELS:
-            scale = (MAX_RENDER_PIXELS / (width * height)) ** 0.5
-        bitmap = page.render(scale=scale, grayscale=True, may_draw_forms=True)
-        try:
-            image = bitmap.to_pil().copy()  # the bitmap's buffer is freed with it
-        finally:
-            bitmap.close()
-        return image, image.height / scale, round(scale * 72)
-    finally:
-        page.close()
-
-
-def _draws(pdf: Any, index: int, *, images_only: bool) -> bool:
-    """Does the page draw images (or, with `images_only` false, anything at all)?"""
-    import pypdfium2 as pdfium
-    import pypdfium2.raw as raw
-
-    try:
-        page = pdf[index]
-    except pdfium.PdfiumError:
-        return False
-    try:
-        count = raw.FPDFPage_CountObjects(page)
-        if not images_only:
-            return bool(count > 0)
-        pictures = (raw.FPDF_PAGEOBJ_IMAGE, raw.FPDF_PAGEOBJ_FORM)
-        return any(
-            raw.FPDFPageObj_GetType(raw.FPDFPage_GetObject(page, i)) in pictures
-            for i in range(count)
-        )
-    finally:
-        page.close()
-
-
-def needs_ocr(pdf: Any, index: int, quality: TextQuality) -> bool:
-    """A page needs OCR when its text layer is garbage, or reads (next to) nothing while the
-    page draws something: images, or, with no text at all, anything (text drawn as outlines)."""
-    if quality.garbage:
-        return True
-    return quality.sparse and _draws(pdf, index, images_only=quality.alnum > 0)
-
-
-def _scan_quality(pdf: Any, index: int) -> TextQuality:
-    """A page's text-layer quality without laying it out: cheap, for planning."""
-    import pypdfium2 as pdfium
-
-    try:
-        page = pdf[index]
-    except pdfium.PdfiumError:
-        return TextQuality(0, 0)
-    try:
-        textpage = page.get_textpage()
-        try:
-            return raw_quality(textpage.get_text_range())
-        finally:
-            textpage.close()
-    except pdfium.PdfiumError:
-        return TextQuality(0, 0)
-    finally:
-        page.close()
-
-
-def plan(pdf: Any, total: int, sampled: dict[int, list[Line]]) -> set[int] | None:
-    """The pages that need OCR, when it shows in the sampled pages (then every other page is
-    checked cheaply, so that the `ocr` stage knows its total); None when no sampled page needs
-    it: a born-digital document pays nothing more, and a rare scanned page is found as read."""
-    flagged = {i for i, lines in sampled.items() if needs_ocr(pdf, i, lines_quality(lines))}
-    if not flagged or len(sampled) == total:
-        return flagged or None
-    return flagged | {
-        i for i in range(total) if i not in sampled and needs_ocr(pdf, i, _scan_quality(pdf, i))
-    }
-
-
-def recognise_pdf(
-    pdf: Any,
-    ctx: ReadContext,
-    layers: Iterator[list[Line]],
-    planned: set[int] | None,
-) -> Iterator[tuple[list[Line], bool]]:
-    """Each page's lines in order, as `(lines, recognised)`: the text layer, or what OCR read
-    where the page needs it and OCR reads more letters and digits than the layer has.
-
-    Pages are rendered here (pdfium is single-threaded) and recognised on `Tesseract`'s threads
-    while the next pages are read; every page that needs OCR asks for more time.
-    """
-    expected = len(planned) if planned else 0
-    if expected:
-        ctx.extend_budget(expected * ctx.ocr_timeout_s_per_page)
-        ctx.stage("ocr", 0, expected)
-    engine: Tesseract | None = None
-    pending: deque[tuple[list[Line], Future[list[Line]] | None]] = deque()
-    done = 0
-
-    def finish(lines: list[Line], job: Future[list[Line]] | None) -> tuple[list[Line], bool]:
-        nonlocal done
-        if job is None:
-            return lines, False
-        recognised = job.result()
-        done += 1
-        ctx.stage("ocr", done, max(expected, done))
-        if lines_quality(recognised).alnum > lines_quality(lines).alnum:
-            return recognised, True
-        return lines, False
-
-    try:
-        for index, lines in enumerate(layers):
-            job = None
-            if planned is not None:
-                wanted = index in planned
-            else:
-                wanted = needs_ocr(pdf, index, lines_quality(lines))
-                if wanted:
-                    expected += 1
-                    ctx.extend_budget(ctx.ocr_timeout_s_per_page)
-            if wanted:
-                engine = engine or Tesseract(ctx.ocr_languages)
-                image, points_high, dpi = render(pdf, index)
-                job = engine.submit(image, points_high, dpi)
-            pending.append((lines, job))
-            while pending and (
-                pending[0][1] is None
-                or pending[0][1].done()
-                or len(pending) >= MAX_PENDING
-                # One rendered page waits for each thread to free up; no more.
-                or sum(j is not None for _, j in pending) > engine_threads(engine) + 1
-            ):
-                yield finish(*pending.popleft())
-        while pending:
-            yield finish(*pending.popleft())
-    finally:
-        if engine is not None:
-            engine.close()
-
-
-def engine_threads(engine: Tesseract | None) -> int:
-    return engine.threads if engine is not None else 1

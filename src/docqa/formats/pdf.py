@@ -418,9 +418,9 @@ def read(path: Path, ctx: ReadContext) -> Iterator[Page]:
     # Pages without a usable text layer are recognised (docs/ocr.md); the others keep theirs.
     pages: Iterator[tuple[list[Line], bool]] = ((lines, False) for lines in text_layers())
     if ctx.ocr:
-        from docqa.formats import ocr  # imported here: it builds on this module's lines
+        from docqa.formats import pdf_ocr  # imported here: it builds on this module's lines
 
-        pages = ocr.recognise_pdf(pdf, ctx, text_layers(), ocr.plan(pdf, total, sampled))
+        pages = pdf_ocr.recognise(pdf, ctx, text_layers(), pdf_ocr.plan(pdf, total, sampled))
     from docqa.formats import pdf_tables  # imported here: it builds on this module's lines
 
     tables = pdf_tables.enabled()

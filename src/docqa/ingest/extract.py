@@ -33,6 +33,7 @@ PRELOAD = [
     "docqa.formats.pdf",
     "docqa.formats.page",
     "docqa.formats.ocr",
+    "docqa.formats.pdf_ocr",
     "pypdfium2",
     "PIL.Image",
     "docx",
