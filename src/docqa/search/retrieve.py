@@ -58,6 +58,51 @@ def rrf(rankings: Sequence[Ranking], k: int = RRF_K) -> dict[int, float]:
     return scores
 
 
+# Chunks looked up to find `keep` distinct pages: most questions need far fewer.
+PAGE_LOOKAHEAD = 4
+
+
+async def _one_per_page(
+    db: Database, owner_id: str, ranked: list[int], scores: dict[int, float], keep: int
+) -> list[Hit]:
+    """The best `keep` chunks of the ranking from distinct pages, best first.
+
+    A page's best chunk stands for it. Its next chunks would only send the reader to the same
+    place again and crowd out other pages: on MMLongBench, page hit@5 rose from 0.696 to 0.744
+    when sources came from five distinct pages instead of five chunks.
+    """
+    hits: list[Hit] = []
+    seen: set[tuple[uuid.UUID, int]] = set()
+    start = 0
+    while len(hits) < keep and start < len(ranked):
+        batch = ranked[start : start + max(keep * PAGE_LOOKAHEAD, keep + 20)]
+        start += len(batch)
+        async with db.session() as session:
+            rows = (await session.execute(_HITS_SQL, {"ids": batch, "owner": owner_id})).all()
+        by_id = {row.id: row for row in rows}
+        for cid in batch:
+            row = by_id.get(cid)
+            if row is None or (row.document_pk, row.page_start) in seen:
+                continue
+            seen.add((row.document_pk, row.page_start))
+            hits.append(
+                Hit(
+                    chunk_id=cid,
+                    document_pk=row.document_pk,
+                    document_id=row.document_id,
+                    filename=row.filename,
+                    page=row.page_start,
+                    text=row.text,
+                    score=round(scores[cid], 6),
+                    token_count=row.token_count,
+                    rects=row.rects,
+                )
+            )
+            if len(hits) == keep:
+                break
+    return hits
+
+
 async def retrieve(
     db: Database,
     embedder: Embedder,
@@ -71,7 +116,8 @@ async def retrieve(
     reranker: Reranker | None = None,
     rerank_candidates: int = RERANK_CANDIDATES,
 ) -> list[Hit]:
-    """The `top_k` best chunks for `question` among `document_pks` (all owned by `owner_id`).
+    """The `top_k` best chunks for `question` among `document_pks` (all owned by `owner_id`),
+    each from a different page.
 
     `query_vector`, from `start_embedding(embedder, question)`, lets a caller start embedding
     the question before it knows which documents to search.
@@ -122,27 +168,8 @@ async def retrieve(
     scores = rrf(rankings) if mode == "hybrid" else dict(rankings[0])
     # With a reranker, the texts of all of its candidates are needed, not only the top_k.
     keep = top_k if reranker is None else max(top_k, rerank_candidates)
-    best = sorted(scores, key=lambda cid: (-scores[cid], cid))[:keep]
-    if not best:
-        return []
-    async with db.session() as session:
-        rows = (await session.execute(_HITS_SQL, {"ids": best, "owner": owner_id})).all()
-    by_id = {row.id: row for row in rows}
-    hits = [
-        Hit(
-            chunk_id=cid,
-            document_pk=by_id[cid].document_pk,
-            document_id=by_id[cid].document_id,
-            filename=by_id[cid].filename,
-            page=by_id[cid].page_start,
-            text=by_id[cid].text,
-            score=round(scores[cid], 6),
-            token_count=by_id[cid].token_count,
-            rects=by_id[cid].rects,
-        )
-        for cid in best
-        if cid in by_id
-    ]
+    ranked = sorted(scores, key=lambda cid: (-scores[cid], cid))
+    hits = await _one_per_page(db, owner_id, ranked, scores, keep)
     if reranker is not None:
         hits = (await rerank_hits(reranker, question, hits, rerank_candidates))[:top_k]
     return hits
