@@ -209,7 +209,8 @@ _LINE_BREAKERS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029"
 def _event(payload: dict[str, Any] | str) -> ServerSentEvent:
     """One `data:` line, ended with LF as OpenAI's own streams are."""
     if not isinstance(payload, str):
-        payload = json.dumps(payload, ensure_ascii=False).translate(_LINE_BREAKERS)
+        payload = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+        payload = payload.translate(_LINE_BREAKERS)
     return ServerSentEvent(payload, sep="\n")
 
 
