@@ -95,6 +95,9 @@ def stack_env(database_url: str, data_dir: Path, **extra: str) -> dict[str, str]
         DOCQA_LOG_LEVEL="INFO",
         DOCQA_HEARTBEAT_INTERVAL_S="1",
         DOCQA_STALLED_AFTER_S="4",
+        # CLI commands look for a docqa on this port before starting one in-process: a port
+        # nothing listens on, so that a server a developer runs on 8000 is never picked up.
+        DOCQA_LOCAL_PORT=str(free_port()),
         HF_HUB_OFFLINE="1",
         TRANSFORMERS_OFFLINE="1",
         TOKENIZERS_PARALLELISM="false",
