@@ -1,5 +1,9 @@
 """Driving the docqa page in headless Debian Chromium: launch options, and `Web`, one tab on the
-page with the helpers the browser tests share (drop files, find rows, record what was shown)."""
+page with the helpers the browser tests share (drop files, find rows, record what was shown).
+
+Also a pytest plugin (see conftest.py): the session's `browser` and the `paper` every asking
+test uses.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +16,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from playwright.async_api import Browser, BrowserContext, Locator, Page, expect
+import httpx
+import pytest
+from playwright.async_api import Browser, BrowserContext, Locator, Page, async_playwright, expect
 
-from tests.stack import ROOT
+from tests.stack import ROOT, SHARED_DATA, Stack
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -29,6 +35,9 @@ CHROMIUM_ARGS = [
 SHOTS = ROOT / "test-output" / "screenshots"
 DESKTOP = {"width": 1280, "height": 820}
 PHONE = {"width": 390, "height": 844}
+
+# A real 14-page two-column paper, 1 MB.
+PAPER = SHARED_DATA / "pdfs" / "pdfjs_test" / "tracemonkey.pdf"
 
 # Chromium logs every 4xx/5xx response on the console; those are expected, page errors are not.
 _EXPECTED_CONSOLE = re.compile(r"Failed to load resource|status of \d{3}")
@@ -197,3 +206,31 @@ async def open_tab(
     finally:
         await context.close()
     assert problems == [], problems
+
+
+@pytest.fixture(scope="session")
+async def browser() -> AsyncIterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (scripts/system-deps.sh installs it)")
+    async with async_playwright() as pw:
+        chromium = await pw.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        yield chromium
+        await chromium.close()
+
+
+@pytest.fixture(scope="session")
+async def paper(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The paper, uploaded once through the API and ready, for the tests that only ask."""
+    from tests.conftest import unique_copy, upload_file, wait_terminal
+
+    if not PAPER.exists():
+        pytest.skip(f"the shared data folder {SHARED_DATA} is absent")
+    path = unique_copy(PAPER, tmp_path_factory.mktemp("paper"))
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=60) as client:
+        response = await upload_file(client, path)
+        assert response.status_code == 200, response.text
+        doc: dict[str, Any] = await wait_terminal(client, response.json()["document_id"])
+    assert doc["status"] == "ready", doc
+    return doc

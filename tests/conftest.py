@@ -35,8 +35,9 @@ from tests.stack import (
     wait_http,
 )
 
-# The scaled-out cluster (two APIs, two workers, nginx): auth, gateway and topology tests.
-pytest_plugins = ["tests.cluster"]
+# The scaled-out cluster (two APIs, two workers, nginx): auth, gateway and topology tests; the
+# browser and the paper the browser tests share.
+pytest_plugins = ["tests.cluster", "tests.browser"]
 
 
 @pytest.fixture(scope="session")

@@ -143,7 +143,39 @@ export const paths = {
   events: (id) => `api/v1/documents/${encodeURIComponent(id)}/events`,
   file: (id, page) =>
     `api/v1/documents/${encodeURIComponent(id)}/file${page ? `#page=${Number(page)}` : ""}`,
+  page: (id, n) => `api/v1/documents/${encodeURIComponent(id)}/pages/${Number(n)}`,
+  pageImage: (id, n, width) =>
+    `api/v1/documents/${encodeURIComponent(id)}/pages/${Number(n)}/image?width=${Number(width)}`,
+  conversations: (params) =>
+    `api/v1/conversations${params ? `?${new URLSearchParams(params)}` : ""}`,
+  conversation: (id) => `api/v1/conversations/${encodeURIComponent(id)}`,
 };
+
+/** Send JSON and read JSON back (null for a 204). */
+export async function sendJSON(path, method, body, init = {}) {
+  const response = await request(path, {
+    ...init,
+    method,
+    headers: { "Content-Type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  return response.status === 204 ? null : response.json();
+}
+
+/**
+ * An image from the API as a data: URL, fetched with the key (an <img> cannot send one; the
+ * page's policy allows images from data: URLs, not blob: ones). The browser's HTTP cache still
+ * serves repeats: page images are sent with long cache lifetimes.
+ */
+export async function imageData(path, init = {}) {
+  const blob = await (await request(path, init)).blob();
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(new ApiError(0, "The page image could not be read.", "bad_image"));
+    reader.readAsDataURL(blob);
+  });
+}
 
 const UPLOAD_RETRIES_429 = 10;
 

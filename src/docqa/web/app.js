@@ -1,10 +1,13 @@
-// The page's entry point: finds the elements, wires the documents panel to the chat, and owns
-// the two dialogs (confirm a delete, enter an API key).
+// The page's entry point: finds the elements, wires the documents panel, the chat, the
+// conversations and the page viewer together, and owns the dialogs (confirm a delete, enter
+// an API key, rename a conversation).
 
 import { getKey, onKeyNeeded, setKey } from "./api.js";
 import { Chat } from "./chat.js";
+import { ConversationList } from "./conversations.js";
 import { DocumentList } from "./documents.js";
 import { showAcceptedTypes } from "./drop.js";
+import { Viewer } from "./viewer.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -21,6 +24,15 @@ async function confirmDelete(title, text) {
   $("confirm-title").textContent = title;
   $("confirm-text").textContent = text;
   return (await showDialog($("confirm-dialog"))) === "ok";
+}
+
+/** Ask for a conversation's new title; resolves to it, or null when the person cancels. */
+async function askTitle(current) {
+  const input = $("rename-input");
+  input.value = current ?? "";
+  const shown = showDialog($("rename-dialog"));
+  input.select();
+  return (await shown) === "save" ? input.value.trim() : null;
 }
 
 /** Ask for an API key; resolves to the key, or null when the person cancels. */
@@ -76,6 +88,31 @@ function main() {
     { confirm: confirmDelete, onChange: () => showScope() },
   );
 
+  $("rename-input").addEventListener("keydown", (e) => {
+    if (e.key === "Enter") {
+      e.preventDefault();
+      $("rename-dialog").close("save");
+    }
+  });
+
+  const viewer = new Viewer({
+    panel: $("viewer"),
+    layout: document.querySelector(".layout"),
+    title: $("viewer-title"),
+    where: $("viewer-where"),
+    back: $("viewer-back"),
+    close: $("viewer-close"),
+    prev: $("viewer-prev"),
+    next: $("viewer-next"),
+    page: $("viewer-page"),
+    zoomOut: $("viewer-zoom-out"),
+    zoomIn: $("viewer-zoom-in"),
+    zoom: $("viewer-zoom"),
+    original: $("viewer-original"),
+    note: $("viewer-note"),
+    body: $("viewer-body"),
+  });
+
   const chat = new Chat(
     {
       messages: $("messages"),
@@ -85,9 +122,43 @@ function main() {
       send: $("send"),
       stop: $("stop"),
       newChat: $("new-chat"),
+      title: $("conv-title"),
     },
-    () => docs.selected().map((item) => item.id),
-    (id) => docs.nameOf(id),
+    {
+      scope: () => docs.selected().map((item) => item.id),
+      nameOf: (id) => docs.nameOf(id),
+      show: (request) => viewer.show(request),
+      // The list (and with it the title the first question gave) is read again.
+      changed: () => conversations.refresh(),
+    },
+  );
+
+  const conversations = new ConversationList(
+    {
+      toggle: $("conv-toggle"),
+      panel: $("conv-panel"),
+      list: $("conv-list"),
+      empty: $("conv-empty"),
+      more: $("conv-more"),
+      error: $("conv-error"),
+    },
+    {
+      currentId: () => chat.currentId,
+      open: async (id) => {
+        try {
+          const opened = await chat.open(id);
+          if (opened) viewer.close();
+          return opened;
+        } catch (err) {
+          $("conv-error").textContent = `That conversation could not be opened: ${err.detail ?? err.message}`;
+          $("conv-error").hidden = false;
+          return false;
+        }
+      },
+      confirm: confirmDelete,
+      askTitle,
+      changed: (conversation, how) => chat.changed(conversation, how),
+    },
   );
 
   function showScope() {
@@ -109,11 +180,15 @@ function main() {
     if (document.visibilityState === "visible") docs.refresh();
   });
   document.addEventListener("keydown", (e) => {
-    if (e.key === "Escape" && chat.running && !document.querySelector("dialog[open]")) chat.stop();
+    // Esc closes the page viewer first (its own handler); then it stops a running answer.
+    if (e.key === "Escape" && !e.defaultPrevented && chat.running && !document.querySelector("dialog[open]")) {
+      chat.stop();
+    }
   });
 
   showAcceptedTypes($("file-input"), $("dropzone-hint"));
   docs.load();
+  chat.restore();
 }
 
 main();

@@ -1,15 +1,15 @@
-// The chat panel: ask, stream the answer as it arrives, [n] citations as links to the page,
-// sources with snippets, follow-up questions with history, and stop.
+// The chat panel: ask within the current conversation (the server keeps its history), stream
+// the answer as it arrives, stop, and show a stored conversation again after a reload.
 
-import { ApiError, getKey, openWithKey, paths, streamEvents } from "./api.js";
-import { h, plural } from "./dom.js";
+import { ApiError, getJSON, paths, sendJSON, streamEvents } from "./api.js";
+import { Turn } from "./turn.js";
 
-const HISTORY_MESSAGES = 10; // the last five exchanges go with a follow-up question
-const CITATION = /\[(\d+(?:\s*,\s*\d+)*)\]/g;
+const CURRENT_KEY = "docqa.conversation";
 
 const TITLES_BY_CODE = {
   document_not_found: "Nothing to search",
   document_not_ready: "Document not ready",
+  conversation_not_found: "Conversation gone",
   model_unavailable: "Model server unavailable",
   model_timeout: "Model server too slow",
   model_error: "Model server error",
@@ -39,173 +39,36 @@ function errorTitle(err) {
   );
 }
 
-/** Link to a source's page; the href is the real file URL, so the tab's address says where. */
-function citeLink(source, label) {
-  const link = h("a", {
-    class: "cite",
-    href: paths.file(source.document_id, source.page),
-    target: "_blank",
-    rel: "noopener",
-    title: source.page ? `${source.filename}, page ${source.page}` : source.filename,
-    dataset: { n: String(source.n), documentId: source.document_id, page: String(source.page ?? "") },
-  }, label);
-  link.addEventListener("click", (e) => {
-    if (!getKey()) return; // a plain link works while the server needs no key
-    e.preventDefault();
-    openWithKey(source.document_id, source.page, source.filename).catch((err) => {
-      link.title = `Could not open: ${err.detail ?? err.message}`;
-    });
-  });
-  return link;
+function remembered() {
+  try {
+    return localStorage.getItem(CURRENT_KEY) || null;
+  } catch {
+    return null;
+  }
 }
 
-/** The answer as text nodes, with every [n] (or [n, m]) that names a source made a link. */
-function answerNodes(text, sources) {
-  const byN = new Map(sources.map((s) => [Number(s.n), s]));
-  const out = [];
-  let last = 0;
-  for (const match of text.matchAll(CITATION)) {
-    const numbers = match[1].split(",").map((n) => Number(n.trim()));
-    if (!numbers.every((n) => byN.has(n))) continue;
-    out.push(text.slice(last, match.index));
-    numbers.forEach((n) => out.push(citeLink(byN.get(n), `[${n}]`)));
-    last = match.index + match[0].length;
-  }
-  out.push(text.slice(last));
-  return out.filter((part) => part !== "");
-}
-
-function sourceItem(source) {
-  const where = source.page ? `page ${source.page}` : "";
-  return h("li", { class: "source", dataset: { n: String(source.n) } },
-    citeLink(source, `[${source.n}]`),
-    h("div", { class: "source-body" },
-      h("div", { class: "source-title" },
-        h("span", { class: "source-file", title: source.filename }, source.filename),
-        where ? h("span", { class: "source-page" }, where) : null,
-      ),
-      h("p", { class: "snippet" }, source.text ?? ""),
-    ),
-  );
-}
-
-function seconds(ms) {
-  return ms >= 10000 ? `${Math.round(ms / 1000)} s` : `${(ms / 1000).toFixed(1)} s`;
-}
-
-/** One question and its answer on screen. */
-class Turn {
-  constructor(container, question) {
-    this.text = "";
-    this.failed = false;
-    this.sources = [];
-    this.started = performance.now();
-    this.status = h("div", { class: "answer-status", role: "status" },
-      h("span", { class: "spinner", "aria-hidden": "true" }),
-      h("span", { class: "answer-status-text" }, "Waiting for the first token…"),
-    );
-    this.statusText = this.status.lastChild;
-    this.answer = h("div", { class: "answer", hidden: true });
-    this.alert = h("div", { class: "alert", role: "alert", hidden: true });
-    this.sourceList = h("ol", { class: "source-list" });
-    this.sourceCount = h("span", {}, "Sources");
-    this.sourcesBox = h("details", { class: "sources", open: true, hidden: true },
-      h("summary", {}, this.sourceCount), this.sourceList);
-    this.meta = h("div", { class: "answer-meta", hidden: true });
-    container.append(
-      h("article", { class: "turn user" }, h("div", { class: "bubble" }, question)),
-      h("article", { class: "turn assistant", "aria-busy": "true" },
-        this.status, this.answer, this.alert, this.meta, this.sourcesBox),
-    );
-    this.article = container.lastChild;
-    this.timer = setInterval(() => this.#tick(), 1000);
-  }
-
-  #tick() {
-    const waited = Math.round((performance.now() - this.started) / 1000);
-    const found = this.sources.length ? ` · ${plural(this.sources.length, "passage")} found` : "";
-    this.statusText.textContent = `Waiting for the first token… ${waited} s${found}`;
-  }
-
-  setSources(sources) {
-    this.sources = Array.isArray(sources) ? sources : [];
-    this.sourceList.replaceChildren(...this.sources.map(sourceItem));
-    this.sourceCount.textContent = `Sources (${this.sources.length})`;
-    this.sourcesBox.hidden = this.sources.length === 0;
-    this.#tick();
-    if (this.text) this.#renderText();
-  }
-
-  addText(delta) {
-    if (!this.text) {
-      this.#stopWaiting();
-      this.answer.hidden = false;
-    }
-    this.text += delta;
-    this.#renderText();
-  }
-
-  #renderText() {
-    this.answer.replaceChildren(...answerNodes(this.text, this.sources));
-  }
-
-  #stopWaiting() {
-    clearInterval(this.timer);
-    this.status.hidden = true;
-  }
-
-  fail(title, detail) {
-    this.failed = true;
-    this.#stopWaiting();
-    this.alert.replaceChildren(h("strong", {}, title), " ", detail);
-    this.alert.hidden = false;
-  }
-
-  stopped() {
-    this.#stopWaiting();
-    this.meta.textContent = this.text ? "Stopped. The answer above is incomplete." : "Stopped before the answer began.";
-    this.meta.hidden = false;
-    this.meta.classList.add("stopped");
-  }
-
-  done(info) {
-    this.#stopWaiting();
-    if (!this.text && !this.failed) {
-      this.answer.textContent =
-        info?.finish_reason === "no_sources"
-          ? "Nothing in the searched documents matches this question."
-          : "The model returned no text.";
-      this.answer.hidden = false;
-    }
-    const parts = [];
-    const modes = { llm: "Model answer", extractive: "Extractive answer (no model server)" };
-    if (info?.mode) parts.push(modes[info.mode] ?? info.mode);
-    const t = info?.timings_ms ?? {};
-    if (Number.isFinite(t.first_token)) parts.push(`first token ${seconds(t.first_token)}`);
-    if (Number.isFinite(t.total)) parts.push(`${seconds(t.total)} total`);
-    if (info?.finish_reason === "length") parts.push("cut at the length limit");
-    this.meta.textContent = parts.join(" · ");
-    this.meta.hidden = parts.length === 0;
-  }
-
-  finish() {
-    clearInterval(this.timer);
-    this.article.removeAttribute("aria-busy");
+function remember(id) {
+  try {
+    if (id) localStorage.setItem(CURRENT_KEY, id);
+    else localStorage.removeItem(CURRENT_KEY);
+  } catch {
+    // Storage disabled: the conversation lasts until the page is closed.
   }
 }
 
 export class Chat {
   /**
-   * @param {object} els  messages, form, question, send, stop, newChat, intro
-   * @param {() => string[]} scope  the document ids to search; empty means all
-   * @param {(id: string) => string | null} nameOf  a document's file name, when it is listed
+   * @param {object} els  messages, form, question, send, stop, newChat, intro, title
+   * @param {object} hooks  scope() => document ids (empty: all); nameOf(id) => file name or
+   *   null; show(request) opens the page viewer; changed(conversation) after a conversation
+   *   is started, answered in or left
    */
-  constructor(els, scope, nameOf = () => null) {
+  constructor(els, hooks) {
     this.els = els;
-    this.scope = scope;
-    this.nameOf = nameOf;
-    this.history = [];
+    this.hooks = hooks;
+    this.conversation = null; // {conversation_id, title} of the one on screen, once it exists
     this.running = null;
+    this.loading = 0;
     els.form.addEventListener("submit", (e) => {
       e.preventDefault();
       this.ask();
@@ -221,17 +84,72 @@ export class Chat {
     els.newChat.addEventListener("click", () => this.reset());
   }
 
+  get currentId() {
+    return this.conversation?.conversation_id ?? null;
+  }
+
   stop() {
     this.running?.abort();
   }
 
+  /** Leave the conversation on screen for a new, empty one (made on its first question). */
   reset() {
     if (this.running) return;
-    this.history = [];
+    this.loading += 1; // a conversation still loading must not appear after this
+    this.#setConversation(null);
     this.els.messages.replaceChildren(this.els.intro);
     this.els.intro.hidden = false;
     this.els.newChat.disabled = true;
     this.els.question.focus();
+  }
+
+  /** Show the conversation kept from the last visit, if there is one. */
+  async restore() {
+    const id = remembered();
+    if (id) await this.open(id, { quiet: true });
+  }
+
+  /** Show a stored conversation, and ask on in it. */
+  async open(id, { quiet = false } = {}) {
+    if (this.running) return false;
+    const ticket = ++this.loading;
+    let stored;
+    try {
+      stored = await getJSON(paths.conversation(id));
+    } catch (err) {
+      if (ticket !== this.loading) return false;
+      if (err instanceof ApiError && err.code === "conversation_not_found") remember(null);
+      if (!quiet) throw err;
+      return false;
+    }
+    if (ticket !== this.loading) return false;
+    this.els.messages.replaceChildren(this.els.intro);
+    this.els.intro.hidden = stored.turns.length > 0;
+    for (const turn of stored.turns) Turn.restore(this.els.messages, turn, this.hooks.show);
+    this.#setConversation(stored);
+    this.els.newChat.disabled = false;
+    this.els.messages.scrollTop = this.els.messages.scrollHeight;
+    return true;
+  }
+
+  /** A conversation was renamed or deleted elsewhere on the page. */
+  changed(conversation, { deleted = false } = {}) {
+    if (conversation.conversation_id !== this.currentId) return;
+    if (deleted) {
+      this.conversation = null; // the next question starts a new one
+      this.running ? remember(null) : this.reset();
+    } else {
+      this.#setConversation({ ...this.conversation, ...conversation });
+    }
+  }
+
+  #setConversation(conversation) {
+    this.conversation = conversation;
+    remember(conversation?.conversation_id ?? null);
+    const title = conversation?.title ?? "";
+    this.els.title.textContent = title;
+    this.els.title.title = title;
+    this.els.title.hidden = !title;
   }
 
   async ask() {
@@ -241,11 +159,8 @@ export class Chat {
     input.value = "";
     this.#fit();
     this.els.intro.hidden = true;
-    const turn = new Turn(this.els.messages, question);
+    const turn = new Turn(this.els.messages, question, this.hooks.show);
     this.#scroll(true);
-    const body = { question, history: this.history.slice(-HISTORY_MESSAGES) };
-    const ids = this.scope();
-    if (ids.length > 0) body.document_ids = ids;
 
     const controller = new AbortController();
     this.running = controller;
@@ -253,6 +168,14 @@ export class Chat {
     let finished = false;
     let failed = false;
     try {
+      if (!this.conversation) {
+        const created = await sendJSON(paths.conversations(), "POST", {}, { signal: controller.signal });
+        this.#setConversation(created);
+        this.hooks.changed?.(created);
+      }
+      const body = { question, conversation_id: this.currentId };
+      const ids = this.hooks.scope();
+      if (ids.length > 0) body.document_ids = ids;
       const events = streamEvents(paths.ask, {
         method: "POST",
         headers: { "Content-Type": "application/json" },
@@ -280,6 +203,7 @@ export class Chat {
       if (err.name === "AbortError") {
         turn.stopped();
       } else if (err instanceof ApiError) {
+        if (err.code === "conversation_not_found") this.#setConversation(null); // start anew
         turn.fail(`${errorTitle(err)}:`, this.#sentence(err));
         failed = true;
       } else {
@@ -292,19 +216,20 @@ export class Chat {
       this.#setRunning(false);
       this.#scroll(false);
     }
-    // Follow-ups carry what was said, including a stopped answer's part, but not failures.
-    if (turn.text && !failed) {
-      this.history.push({ role: "user", content: question }, { role: "assistant", content: turn.text });
-    } else if (failed && !turn.text) {
+    if (failed && !turn.text) {
       input.value = input.value || question; // let the person retry without retyping
       this.#fit();
     }
+    if (this.conversation) this.hooks.changed?.(this.conversation, { answered: true });
   }
 
   /** The server's sentence, but with a file name where it can only name a document's id. */
   #sentence(err) {
+    if (err.code === "conversation_not_found") {
+      return "This conversation was deleted. Ask again to start a new one.";
+    }
     const id = err.body?.document_id;
-    const name = err.code === "document_not_ready" && id ? this.nameOf(id) : null;
+    const name = err.code === "document_not_ready" && id ? this.hooks.nameOf(id) : null;
     if (!name) return err.detail;
     if (err.body.status === "failed") return `“${name}” could not be processed, so it cannot be asked about.`;
     return `“${name}” is ${err.body.status ?? "still being processed"}, not ready yet; ask again when it is ready.`;

@@ -56,3 +56,31 @@ export function sleep(ms, signal) {
     }, { once: true });
   });
 }
+
+/**
+ * A long name cut in the middle, so that both its start and its end (often a date, a number
+ * or the extension) stay readable: "Annual report 2…inal v3.pdf".
+ */
+export function middleCut(name, max = 34) {
+  const chars = [...String(name ?? "")];
+  if (chars.length <= max) return chars.join("");
+  const tail = Math.floor((max - 1) * 0.45);
+  return `${chars.slice(0, max - 1 - tail).join("").trimEnd()}…${chars.slice(-tail).join("").trimStart()}`;
+}
+
+/** Whitespace folded to single spaces: how passages and quotes are compared. */
+export function fold(text) {
+  return String(text ?? "").split(/\s+/).filter(Boolean).join(" ");
+}
+
+/**
+ * Where `needle` sits in `text`, allowing any run of whitespace between its words:
+ * `[start, end]`, or null.
+ */
+export function locate(text, needle) {
+  const words = fold(needle).split(" ").filter(Boolean);
+  if (words.length === 0) return null;
+  const pattern = new RegExp(words.map((w) => w.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")).join("\\s+"));
+  const match = pattern.exec(text);
+  return match ? [match.index, match.index + match[0].length] : null;
+}
