@@ -224,3 +224,23 @@ def test_characters_beyond_the_bmp_read_as_letters(shared_data: Path) -> None:
     assert "∃x(LanguageModel x ∧ Giant x" in page.text
     assert not any("\ud800" <= c <= "\udfff" for c in page.text)
     assert clean_text("a\ud835b 𝑥") == "ab x"
+
+
+async def test_a_document_of_nothing_but_furniture_fails_with_no_text(
+    client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """Every page says only its running header: there is nothing to search, so the document
+    fails `no_text` instead of being ready with no chunks."""
+    from tests.pdfgen import make_pdf
+
+    path = tmp_path / "stamped.pdf"
+    path.write_bytes(
+        make_pdf([f"Case 2:18-cv-1 Filed 09/13/18 Page {n} of 6" for n in range(1, 7)])
+    )
+    doc_id = unique_id("stamp")
+    response = await upload_file(client, path, document_id=doc_id)
+    assert response.status_code == 200, response.text
+    doc = await wait_terminal(client, doc_id)
+    assert doc["status"] == "failed", doc
+    assert doc["error"]["code"] == "no_text"
+    assert "headers" in doc["error"]["message"]

@@ -261,6 +261,14 @@ async def _extract_and_index_file(
         progress.changed.set()
         timings["extract_s"] = ended[0] - t0
         check_has_text(every_page, ocr=options.ocr)
+        if not chunks:
+            # Text, but all of it page furniture (a stamped header on scanned pages, page
+            # numbers): nothing to search, so the document is not ready for questions.
+            raise ExtractionFailed(
+                "no_text",
+                "The only text in this file is its page headers, footers or numbers; the "
+                "pages themselves could not be read.",
+            )
         if indexer.queued < len(chunks):
             await indexer.add(chunks[indexer.queued :], pages)
         await indexer.finish()
