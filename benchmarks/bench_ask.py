@@ -29,6 +29,10 @@ the vector side's recall@10 against an exact scan of the same scope, the index s
 database's memory (summed PSS of its processes). The 1M-chunk case is `--sizes 1000000`; with
 `--pgdata DIR` the database is kept there and reused, so it loads once (about 40 minutes here).
 
+Reranking, reported apart: a second API on the same database reranks with the tests' mock rerank
+server, and each question is asked of both back to back; the paired difference in first token is
+the time reranking adds (docs/reranking.md).
+
 Run: .venv/bin/python benchmarks/bench_ask.py [--asks 100] [--sizes 10000,100000,1000000]
                                                [--pgdata DIR]
 """
@@ -55,9 +59,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.stack import ROOT, Proc, free_port, wait_http
+from tests.stack import ROOT, Proc, free_port, start_api, wait_http
 
-from benchmarks.common import bench_stack, cpu_note, pct, shared_file
+from benchmarks.common import BenchStack, bench_stack, cpu_note, pct, shared_file
 
 if TYPE_CHECKING:
     from docqa.search.retrieve import Mode
@@ -482,6 +486,62 @@ async def openai_compare(url: str, qs: list[str]) -> dict[str, Any]:
     }
 
 
+@contextmanager
+def rerank_api(st: BenchStack) -> Iterator[str]:
+    """A second API on the same database that reranks with the tests' mock rerank server
+    (`tests/mock_rerank.py`: word overlap, no model), so only docqa's own cost is measured."""
+    port = free_port()
+    mock = Proc(
+        ["--port", str(port)],
+        os.environ | {"PYTHONPATH": str(ROOT)},
+        st.workdir / "mock_rerank.log",
+        module="tests.mock_rerank",
+    ).start()
+    api: Proc | None = None
+    try:
+        wait_http(f"http://127.0.0.1:{port}/_health", mock)
+        env = st.env | {"DOCQA_RERANK_BASE_URL": f"http://127.0.0.1:{port}"}
+        api, url = start_api(env, st.workdir, "bench-api-rerank")
+        yield url
+    finally:
+        if api is not None:
+            api.stop()
+        mock.stop()
+
+
+async def rerank_compare(url: str, rerank_url: str, qs: list[str]) -> dict[str, Any]:
+    """The time reranking adds to an ask (the best 30 fused chunks sent to the rerank server and
+    reordered), reported apart from the first token without it: each question asked of both
+    APIs back to back, the order alternating, so both see the same load."""
+    m: dict[str, list[float]] = {k: [] for k in ("plain", "rerank", "plain_r", "rerank_r")}
+    async with (
+        httpx.AsyncClient(base_url=url, timeout=60) as plain,
+        httpx.AsyncClient(base_url=rerank_url, timeout=60) as reranking,
+    ):
+        for i, q in enumerate(qs):
+            if i % 2:
+                b, a = await ask_once(reranking, q), await ask_once(plain, q)
+            else:
+                a, b = await ask_once(plain, q), await ask_once(reranking, q)
+            if i < WARMUP:
+                continue
+            m["plain"].append(a["first_token"])
+            m["rerank"].append(b["first_token"])
+            m["plain_r"].append(a["retrieval"])
+            m["rerank_r"].append(b["retrieval"])
+    added = [r - p for r, p in zip(m["rerank"], m["plain"], strict=True)]
+    print(line("server first token, no reranking", m["plain"]))
+    print(line("server first token, reranking", m["rerank"]))
+    print(line("  paired difference (rerank-plain)", added))
+    print(line("  retrieval with reranking", m["rerank_r"]))
+    return {
+        "rerank_first_token_p50_ms": statistics.median(m["rerank"]),
+        "rerank_first_token_p99_ms": pct(m["rerank"], 99),
+        "rerank_added_paired_median_ms": statistics.median(added),
+        "rerank_added_paired_p99_ms": pct(added, 99),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--asks", type=int, default=100)
@@ -530,6 +590,8 @@ def main() -> None:
                 "retrieve_vector_p50_ms": statistics.median(m["vector"]),
                 "embed_p50_ms": statistics.median(m["embed"]),
             }
+            with rerank_api(st) as rerank_url:
+                results[size] |= asyncio.run(rerank_compare(st.url, rerank_url, qs))
             results[size] |= asyncio.run(openai_compare(st.url, qs))
             results[size] |= asyncio.run(scale_report(st.url, st.database_url, qs))
         print(json.dumps(results, indent=2))
