@@ -26,6 +26,11 @@ assert LocalEmbedder('fp32').embed_query('ready?').shape[-1] == 384"
 
 # --- runtime: the virtualenv and nothing else ----------------------------------------------------
 FROM python:3.11-slim-bookworm AS runtime
+# Tesseract's language data for OCR (tesserocr brings its own engine): add tesseract-ocr-<lang>
+# packages here for the languages in DOCQA_OCR_LANGUAGES.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends tesseract-ocr tesseract-ocr-eng \
+    && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 docqa \
     && useradd --system --uid 10001 --gid docqa --home-dir /var/lib/docqa --shell /usr/sbin/nologin docqa \
     && install -d -o docqa -g docqa -m 0750 /var/lib/docqa

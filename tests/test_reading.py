@@ -244,3 +244,22 @@ async def test_a_document_of_nothing_but_furniture_fails_with_no_text(
     assert doc["status"] == "failed", doc
     assert doc["error"]["code"] == "no_text"
     assert "headers" in doc["error"]["message"]
+
+
+def test_a_scan_whose_text_layer_is_only_a_stamped_header_is_read_by_ocr(
+    shared_data: Path,
+) -> None:
+    """A court filing scanned with an electronic stamp on every page: the text layer holds only
+    the stamp ("Case 2:18-cv-… Page 3 of 16"), which is furniture, so every page needs OCR."""
+    from docqa.formats import pdf_ocr
+
+    path = shared_data / "mmlongbench/documents/3276a5b991c49cf5f9a4af0f7d6fce67.pdf"
+    document = pdf.open_pdf(path)
+    try:
+        sampled = {i: pdf.read_lines(document[i]) for i in range(len(document))}
+        furniture = pdf.learn_furniture(list(sampled.values()))
+        assert pdf_ocr.plan(document, len(document), sampled, furniture) == set(range(16))
+        # Counted as text, the stamp hides most pages from OCR.
+        assert len(pdf_ocr.plan(document, len(document), sampled) or ()) < 4
+    finally:
+        document.close()

@@ -420,7 +420,8 @@ def read(path: Path, ctx: ReadContext) -> Iterator[Page]:
     if ctx.ocr:
         from docqa.formats import pdf_ocr  # imported here: it builds on this module's lines
 
-        pages = pdf_ocr.recognise(pdf, ctx, text_layers(), pdf_ocr.plan(pdf, total, sampled))
+        planned = pdf_ocr.plan(pdf, total, sampled, furniture)
+        pages = pdf_ocr.recognise(pdf, ctx, text_layers(), planned, furniture)
     from docqa.formats import pdf_tables  # imported here: it builds on this module's lines
 
     tables = pdf_tables.enabled()

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from docqa.formats.ocr import Tesseract, TextQuality, lines_quality, raw_quality
 from docqa.formats.page import ReadContext
-from docqa.formats.pdf import Line
+from docqa.formats.pdf import Furniture, Line
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -98,11 +98,27 @@ def _scan_quality(pdf: Any, index: int) -> TextQuality:
         page.close()
 
 
-def plan(pdf: Any, total: int, sampled: dict[int, list[Line]]) -> set[int] | None:
+def content(lines: list[Line], furniture: Furniture | None) -> list[Line]:
+    """The lines that are the page's own, not its running header, footer or page number: a
+    scan whose text layer is only a stamped header ("Case 2:18-cv-… Page 3 of 16") still needs
+    reading."""
+    if furniture is None:
+        return lines
+    edges = furniture.lines(lines)
+    return [line for i, line in enumerate(lines) if i not in edges]
+
+
+def plan(
+    pdf: Any, total: int, sampled: dict[int, list[Line]], furniture: Furniture | None = None
+) -> set[int] | None:
     """The pages that need OCR, when it shows in the sampled pages (then every other page is
     checked cheaply, so that the `ocr` stage knows its total); None when no sampled page needs
     it: a born-digital document pays nothing more, and a rare scanned page is found as read."""
-    flagged = {i for i, lines in sampled.items() if needs_ocr(pdf, i, lines_quality(lines))}
+    flagged = {
+        i
+        for i, lines in sampled.items()
+        if needs_ocr(pdf, i, lines_quality(content(lines, furniture)))
+    }
     if not flagged or len(sampled) == total:
         return flagged or None
     return flagged | {
@@ -115,6 +131,7 @@ def recognise(
     ctx: ReadContext,
     layers: Iterator[list[Line]],
     planned: set[int] | None,
+    furniture: Furniture | None = None,
 ) -> Iterator[tuple[list[Line], bool]]:
     """Each page's lines in order, as `(lines, recognised)`: the text layer, or what OCR read
     where the page needs it and OCR reads more letters and digits than the layer has.
@@ -147,7 +164,7 @@ def recognise(
             if planned is not None:
                 wanted = index in planned
             else:
-                wanted = needs_ocr(pdf, index, lines_quality(lines))
+                wanted = needs_ocr(pdf, index, lines_quality(content(lines, furniture)))
                 if wanted:
                     expected += 1
                     ctx.extend_budget(ctx.ocr_timeout_s_per_page)
