@@ -6,6 +6,7 @@ draws nothing), revalidated with ETags, scoped to the owner, gone with the docum
 from __future__ import annotations
 
 import io
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,8 @@ async def test_a_pdf_page_is_drawn_once_then_served_from_the_cache(
     first = await client.get(url, params={"width": 1000})
     assert first.status_code == 200, first.text
     assert first.headers["content-type"] == "image/webp"
-    assert first.headers["cache-control"] == "private, max-age=31536000, immutable"
+    # Kept, but checked with the server each time: the URL alone does not name the bytes.
+    assert first.headers["cache-control"] == "private, no-cache"
     etag = first.headers["etag"]
     assert etag.startswith('"')
     image = _image(first)
@@ -103,9 +105,42 @@ async def test_a_pdf_page_is_drawn_once_then_served_from_the_cache(
     assert _image(png).format == "PNG"
     assert png.headers["etag"] not in (etag, first.headers["etag"])
 
+    # With the version the page's text gives, the URL names these bytes: kept for good.
+    version = (await client.get(url.removesuffix("/image"))).json()["image_version"]
+    assert version
+    kept = await client.get(url, params={"width": 1000, "v": version})
+    assert kept.headers["cache-control"] == "private, max-age=31536000, immutable"
+    assert kept.headers["etag"] == etag
+    other = await client.get(url, params={"width": 1000, "v": "0" * 16})
+    assert other.headers["cache-control"] == "private, no-cache"
+
     _error(await client.get(url.replace("/2/", "/9/")), 404, "page_not_found")
     bad = await client.get(url, params={"format": "gif"})
     _error(bad, 422, "invalid_request")
+
+
+async def test_a_reused_id_gets_new_images_and_a_new_version(
+    client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """An id is free again once its document is deleted: the same image URL then shows the new
+    document, with another ETag and version, so no cache can hand out the old page."""
+    doc_id = f"reused-{uuid.uuid4().hex[:8]}"
+    url = f"/api/v1/documents/{doc_id}/pages/1/image"
+    seen = []
+    for words in ("The first edition of the page.", "A second, different page entirely."):
+        path = tmp_path / f"{uuid.uuid4().hex[:6]}.pdf"
+        path.write_bytes(make_pdf([f"{words} {uuid.uuid4().hex}"]))
+        response = await upload_file(client, path, document_id=doc_id)
+        assert response.status_code == 200, response.text
+        assert (await wait_terminal(client, doc_id))["status"] == "ready"
+        image = await client.get(url, params={"width": 500})
+        text = (await client.get(url.removesuffix("/image"))).json()
+        seen.append((image.headers["etag"], image.content, text["image_version"]))
+        assert (await client.delete(f"/api/v1/documents/{doc_id}")).status_code == 204
+    (etag1, bytes1, version1), (etag2, bytes2, version2) = seen
+    assert etag1 != etag2
+    assert bytes1 != bytes2
+    assert version1 != version2
 
 
 async def test_width_is_kept_within_bounds(client: httpx.AsyncClient, fresh_pdf: Path) -> None:
@@ -191,6 +226,7 @@ async def test_formats_without_page_images_say_so(
     text = await client.get(base)
     assert text.status_code == 200
     assert text.json()["text"].strip()
+    assert text.json()["image_version"] is None
 
 
 async def test_another_owner_gets_404(keys_api: KeysApi, fresh_pdf: Path) -> None:

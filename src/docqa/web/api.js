@@ -144,8 +144,10 @@ export const paths = {
   file: (id, page) =>
     `api/v1/documents/${encodeURIComponent(id)}/file${page ? `#page=${Number(page)}` : ""}`,
   page: (id, n) => `api/v1/documents/${encodeURIComponent(id)}/pages/${Number(n)}`,
-  pageImage: (id, n, width) =>
-    `api/v1/documents/${encodeURIComponent(id)}/pages/${Number(n)}/image?width=${Number(width)}`,
+  // `version` (the page text's `image_version`) lets the browser keep the image for good.
+  pageImage: (id, n, width, version) =>
+    `api/v1/documents/${encodeURIComponent(id)}/pages/${Number(n)}/image?width=${Number(width)}` +
+    (version ? `&v=${encodeURIComponent(version)}` : ""),
   conversations: (params) =>
     `api/v1/conversations${params ? `?${new URLSearchParams(params)}` : ""}`,
   conversation: (id) => `api/v1/conversations/${encodeURIComponent(id)}`,

@@ -187,20 +187,22 @@ export class Viewer {
     this.els.body.classList.add("loading");
     const width = wantedWidth(this.els.body.clientWidth * ZOOMS[s.zoom]);
     const page = s.page;
-    const text = getJSON(paths.page(source.document_id, page)).catch((err) => err);
+    const id = source.document_id;
+    // The page's text first: it says the image's version, which lets the browser keep the image
+    // for good (the same URL without it is checked with the server each time).
+    const read = await getJSON(paths.page(id, page)).catch((err) => err);
     let image = null;
     let problem = null;
-    if (this.textOnly.has(source.document_id)) {
+    if (this.textOnly.has(id) || read?.image_version === null) {
       problem = new ApiError(404, "", "no_page_image");
     } else {
       try {
-        image = await imageData(paths.pageImage(source.document_id, page, width));
+        image = await imageData(paths.pageImage(id, page, width, read?.image_version));
       } catch (err) {
         problem = err;
-        if (err instanceof ApiError && err.code === "no_page_image") this.textOnly.add(source.document_id);
+        if (err instanceof ApiError && err.code === "no_page_image") this.textOnly.add(id);
       }
     }
-    const read = await text;
     if (ticket !== this.ticket) return;
     this.els.panel.removeAttribute("aria-busy");
     this.els.body.classList.remove("loading");
