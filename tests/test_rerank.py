@@ -98,10 +98,14 @@ async def _ask(url: str, document_id: str, question: str = QUESTION) -> Asked:
     return asked
 
 
-def _warnings(proc: Proc) -> list[dict[str, Any]]:
+def _logged(proc: Proc) -> list[dict[str, Any]]:
     lines = proc.log_path.read_text(errors="replace").splitlines()
     entries = [json.loads(line) for line in lines if line.startswith("{")]
     return [e for e in entries if e.get("logger") == "docqa.search.rerank"]
+
+
+def _warnings(proc: Proc) -> list[dict[str, Any]]:
+    return [e for e in _logged(proc) if e["level"] == "warning"]
 
 
 def _order(asked: Asked) -> list[tuple[int, float]]:
@@ -137,6 +141,8 @@ async def test_reranker_reorders_sources(
     assert body["query"] == QUESTION
     assert body["top_n"] == len(body["documents"]) == len(fused.sources)
     assert not _warnings(rerank_api[0])
+    started = [e["msg"] for e in _logged(rerank_api[0]) if e["level"] == "info"]
+    assert started == [f"reranking with {mock_rerank.url}/rerank"]
 
 
 async def test_unscripted_mock_ranks_by_word_overlap(
