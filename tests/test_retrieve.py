@@ -270,3 +270,16 @@ async def test_postings_are_written_on_ready_and_go_with_the_document(
     async with corpus.db.session() as session, session.begin():
         await session.execute(text("DELETE FROM documents WHERE pk = :pk"), {"pk": pk})
     assert await rows("SELECT 1 FROM postings WHERE document_pk = :pk") == []
+
+
+def test_a_financial_measure_brings_its_line_items_to_the_lexical_side() -> None:
+    from docqa.search.expand import lexical_query
+
+    assert lexical_query("What is the FY2021 cash ratio for Nike?").endswith(
+        "cash and equivalents total current liabilities"
+    )
+    assert "purchases of property plant equipment" in lexical_query("What was 3M's CAPEX?")
+    assert "revenues total assets" not in lexical_query("What is the fixed asset turnover?")
+    # A question that names no measure is searched as it is.
+    question = "Who founded the Harwick Observatory?"
+    assert lexical_query(question) == question

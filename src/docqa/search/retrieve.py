@@ -16,6 +16,7 @@ from sqlalchemy import text
 
 from docqa.db.engine import Database
 from docqa.ingest.embed import Embedder
+from docqa.search.expand import lexical_query
 from docqa.search.lexical import Ranking, lexical_ranking
 from docqa.search.rerank import RERANK_CANDIDATES, Reranker, rerank_hits
 from docqa.search.vector import drop_embedding, start_embedding, vector_ranking
@@ -153,7 +154,7 @@ async def retrieve(
                 session,
                 owner_id=owner_id,
                 document_pks=document_pks,
-                question=question,
+                question=lexical_query(question),
                 limit=limit,
             )
 
