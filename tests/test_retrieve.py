@@ -283,3 +283,14 @@ def test_a_financial_measure_brings_its_line_items_to_the_lexical_side() -> None
     # A question that names no measure is searched as it is.
     question = "Who founded the Harwick Observatory?"
     assert lexical_query(question) == question
+
+
+def test_fusion_combines_scores_each_side_normalised_by_its_best() -> None:
+    from docqa.search.retrieve import fuse
+
+    lexical = [(1, 12.0), (2, 6.0)]
+    vector = [(2, 0.8), (3, 0.4), (4, -0.2)]
+    scores = fuse(vector, lexical, lexical_weight=0.4)
+    assert scores == pytest.approx({1: 0.4, 2: 0.4 * 0.5 + 0.6, 3: 0.3, 4: 0.0})
+    # A side that found nothing leaves the other's order as it is.
+    assert list(fuse([], lexical)) == [1, 2]

@@ -1,14 +1,14 @@
 """Retrieval: BM25 and vector nearest neighbours over the caller's chunks, fused.
 
 Every query filters by owner and document inside SQL, never afterwards. The two sides run at once
-(`search.lexical`, `search.vector`) and are fused by reciprocal rank fusion.
+(`search.lexical`, `search.vector`); their scores are combined (`fuse`), and each page gives at
+most one source.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -24,7 +24,8 @@ from docqa.search.vector import drop_embedding, start_embedding, vector_ranking
 Mode = Literal["hybrid", "lexical", "vector"]
 # Candidates taken from each side before fusion (at least top_k).
 CANDIDATES = 50
-RRF_K = 60
+# The lexical side's share of the fused score (the vector side has the rest).
+LEXICAL_WEIGHT = 0.4
 
 
 @dataclass(frozen=True)
@@ -50,12 +51,27 @@ _HITS_SQL = text(
 )
 
 
-def rrf(rankings: Sequence[Ranking], k: int = RRF_K) -> dict[int, float]:
-    """Reciprocal rank fusion: each ranking adds 1 / (k + rank) to the chunks it holds."""
+def fuse(
+    vector: Ranking, lexical: Ranking, lexical_weight: float = LEXICAL_WEIGHT
+) -> dict[int, float]:
+    """A convex combination of the two sides' scores, each divided by its best: BM25 by the top
+    BM25 score, cosine similarity by the top similarity (below zero counts as zero).
+
+    Scores carry what ranks throw away: a side whose best match stands far above the rest
+    decides more of the order than a side whose candidates all score alike. On MMLongBench
+    (293 questions, sources from distinct pages) this beat reciprocal rank fusion (k=60) at
+    every weight from 0.3 to 0.5 and candidate depth from 50 to 300: page hit@1 0.474-0.498
+    against 0.461, hit@5 0.765-0.775 against 0.761 (docs/quality.md).
+    """
     scores: dict[int, float] = {}
-    for ranking in rankings:
-        for rank, (chunk_id, _) in enumerate(ranking):
-            scores[chunk_id] = scores.get(chunk_id, 0.0) + 1.0 / (k + rank + 1)
+    if lexical and (top := lexical[0][1]) > 0:
+        for chunk_id, score in lexical:
+            scores[chunk_id] = lexical_weight * score / top
+    if vector and (top := vector[0][1]) > 0:
+        for chunk_id, score in vector:
+            scores[chunk_id] = (
+                scores.get(chunk_id, 0.0) + (1 - lexical_weight) * max(score, 0.0) / top
+            )
     return scores
 
 
@@ -166,7 +182,7 @@ async def retrieve(
     if mode != "vector":
         sides.append(lexical_side())
     rankings: list[Ranking] = list(await asyncio.gather(*sides))
-    scores = rrf(rankings) if mode == "hybrid" else dict(rankings[0])
+    scores = fuse(rankings[0], rankings[1]) if mode == "hybrid" else dict(rankings[0])
     # With a reranker, the texts of all of its candidates are needed, not only the top_k.
     keep = top_k if reranker is None else max(top_k, rerank_candidates)
     ranked = sorted(scores, key=lambda cid: (-scores[cid], cid))
