@@ -5,6 +5,7 @@ draws nothing), revalidated with ETags, scoped to the owner, gone with the docum
 
 from __future__ import annotations
 
+import asyncio
 import io
 import uuid
 from pathlib import Path
@@ -49,6 +50,15 @@ def _cache_dir(stack: Stack, document_id: str) -> Path:
     return stack.data_dir / "blobs" / "pages" / row[0].hex
 
 
+async def _stored(folder: Path, pattern: str) -> Path:
+    for _ in range(100):
+        found = list(folder.glob(pattern))
+        if found:
+            return found[0]
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no {pattern} in {folder}")
+
+
 def _error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
     assert response.status_code == status, response.text
     body: dict[str, Any] = response.json()
@@ -77,8 +87,8 @@ async def test_a_pdf_page_is_drawn_once_then_served_from_the_cache(
     assert image.height > image.width  # a portrait page
 
     # The stored image is what the second request gets: replaced by a marker, the marker comes
-    # back, so nothing was drawn again.
-    [stored] = list(_cache_dir(stack, doc["document_id"]).glob("2-1000-*.webp"))
+    # back, so nothing was drawn again. (It is stored as the response leaves.)
+    stored = await _stored(_cache_dir(stack, doc["document_id"]), "2-1000-*.webp")
     assert stored.read_bytes() == first.content
     marker = io.BytesIO()
     Image.new("RGB", (7, 9), "red").save(marker, format="WEBP")
@@ -254,6 +264,7 @@ async def test_deleting_a_document_deletes_its_page_images(
         url = f"/api/v1/documents/{doc['document_id']}/pages/{page}/image"
         assert (await client.get(url, params={"width": 300})).status_code == 200
     cached = _cache_dir(stack, doc["document_id"])
-    assert len(list(cached.iterdir())) == 2
+    await _stored(cached, "1-*")
+    await _stored(cached, "2-*")
     assert (await client.delete(f"/api/v1/documents/{doc['document_id']}")).status_code == 204
     assert not cached.exists()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import uuid
 from dataclasses import dataclass
 
@@ -20,8 +21,12 @@ from docqa.db.engine import Database
 from docqa.db.models import Document, Page
 from docqa.errors import DocqaError, DocumentNotFound
 
+log = logging.getLogger(__name__)
+
 # Pages drawn at once by one API process: each holds a sandbox process and an image in memory.
 _DRAWING = asyncio.Semaphore(2)
+# Images being stored after their response has gone (held so the tasks are not collected).
+_STORING: set[asyncio.Task[None]] = set()
 FOREVER = "private, max-age=31536000, immutable"
 # Without the document's version in the URL the same URL can later show another document (an id
 # is free again once its document is deleted): browsers keep the image but ask each time (304).
@@ -89,17 +94,26 @@ def etag(target: Target, page: int, width: int, fmt: render.ImageFormat) -> str:
 async def image_bytes(
     db: Database, store: BlobStore, target: Target, page: int, width: int, fmt: render.ImageFormat
 ) -> bytes:
-    """The image from the cache, or drawn in the sandbox and stored for next time."""
+    """The image from the cache, or drawn in the sandbox; a drawn image is stored for next time
+    while it is already on its way (a cache need not wait for the disk)."""
     key = f"pages/{target.pk.hex}/{page}-{width}-{render.RENDER_VERSION}.{fmt}"
     data = await store.get(key)
     if data is not None:
         return data
     async with _DRAWING, store.local_copy(target.blob_key) as path:
         data = await asyncio.to_thread(render.render_page, path, target.kind, page, width, fmt)
-    await store.put(key, data)
-    async with db.session() as session:
-        still = await session.scalar(select(Document.pk).where(Document.pk == target.pk))
-    if still is None:  # deleted while it was drawn: leave no image behind
-        await store.delete_prefix(f"pages/{target.pk.hex}/")
-        raise DocumentNotFound(f"The document '{target.filename}' was deleted.")
+    task = asyncio.create_task(_keep(db, store, target, key, data))
+    _STORING.add(task)
+    task.add_done_callback(_STORING.discard)
     return data
+
+
+async def _keep(db: Database, store: BlobStore, target: Target, key: str, data: bytes) -> None:
+    try:
+        await store.put(key, data)
+        async with db.session() as session:
+            still = await session.scalar(select(Document.pk).where(Document.pk == target.pk))
+        if still is None:  # deleted while it was drawn: leave no image behind
+            await store.delete_prefix(f"pages/{target.pk.hex}/")
+    except Exception:  # a page not kept is drawn again next time
+        log.warning("could not keep a page image", exc_info=True)
