@@ -263,3 +263,15 @@ def test_a_scan_whose_text_layer_is_only_a_stamped_header_is_read_by_ocr(
         assert len(pdf_ocr.plan(document, len(document), sampled) or ()) < 4
     finally:
         document.close()
+
+
+def test_markdown_is_read_as_markdown_whatever_the_stored_file_is_called(tmp_path: Path) -> None:
+    """Uploads are stored without their extension: the format table, not the path, decides."""
+    stored = tmp_path / "0a1b2c"
+    stored.write_text(
+        "# Results\n\nRevenue grew.\n\n| Region | Sales |\n|---|---|\n| EU | 12 |\n| US | 30 |\n"
+    )
+    (page,) = formats.get("markdown").reader()(stored, ReadContext(max_pages=10))
+    assert page.headings == [(0, "Results")]
+    assert len(page.tables) == 1
+    assert "| EU | 12 |" in page.text

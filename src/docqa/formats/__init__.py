@@ -235,7 +235,7 @@ FORMATS: tuple[Format, ...] = (
         (".md", ".markdown"),
         ("text/markdown", "text/x-markdown"),
         _is_text,
-        "text",
+        "markdown",
         "text",
     ),
     Format(

@@ -70,8 +70,6 @@ def _pipe_cells(line: str) -> list[str]:
 
 
 def read(path: Path, ctx: ReadContext) -> Iterator[Page]:
-    text = decode(path.read_bytes())
-    if path.suffix.lower() in (".md", ".markdown"):
-        yield from sections(markdown_blocks(text))
-    else:
-        yield from sections(paragraphs(text))
+    """Plain text. (A stored upload has no file extension: the format table sends Markdown to
+    `docqa.formats.markdown`.)"""
+    yield from sections(paragraphs(decode(path.read_bytes())))
