@@ -334,3 +334,15 @@ def test_claims_and_refusals_are_read_from_a_reply() -> None:
     assert refuses("The provided sources do not contain this information.")
     assert refuses("I couldn't find this in your documents.")
     assert not refuses("Revenue grew 8% in 2022 [2].")
+
+
+def test_evidence_refuses_weak_matches_and_years_no_document_mentions() -> None:
+    from docqa.answer.evidence import Evidence, years_in
+
+    assert Evidence(0.62, 0.55).answers()
+    assert not Evidence(0.12, 0.18).answers()  # "What is the capital of France?" of a 10-K
+    assert Evidence(0.12, 0.45).answers()  # a close chunk keeps it: tables hold few sentences
+    missing = Evidence(0.7, 0.6, ("2024",))
+    assert not missing.answers()
+    assert missing.reason() == "I couldn't find this in your documents: they never mention 2024."
+    assert years_in("From 2002 to 2023, and in FY2021 or 2,024 units?") == ["2002", "2023"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -379,3 +380,33 @@ async def test_no_ready_documents_at_all(database_url: str) -> None:
         with psycopg.connect(database_url) as conn:
             conn.execute("DELETE FROM documents WHERE owner_id = %s", (owner,))
         await db.close()
+
+
+@pytest.mark.parametrize(
+    ("question", "sentence"),
+    [
+        ("What is the capital of France?", "I couldn't find this in your documents."),
+        (
+            "How many visitors did the Harwick Observatory have in 2031?",
+            "I couldn't find this in your documents: they never mention 2031.",
+        ),
+    ],
+)
+async def test_extractive_says_when_the_documents_do_not_hold_the_answer(
+    client: httpx.AsyncClient, ask_docs: dict[str, Doc], question: str, sentence: str
+) -> None:
+    """Off-topic, or about a year the documents never mention: said plainly, then the closest
+    passages, labelled as such, never passed off as the answer."""
+    obs = ask_docs["observatory"]
+    asked = await ask(client, {"question": question, "document_id": obs.document_id})
+    asked.assert_well_formed()
+    require_extractive(asked)
+    assert asked.done["answered"] is False
+    prefix = sentence + "\n\nThe closest passages I found:\n\n"
+    assert asked.text.startswith(prefix)
+    # What follows is copied from the sources, each sentence with its citation.
+    by_n = {s["n"]: s for s in asked.sources}
+    closest = re.findall(r"(.+?)\s*\[(\d+)\]", asked.text[len(prefix) :], flags=re.DOTALL)
+    assert closest
+    for quoted, n in closest:
+        assert fold(quoted.strip().removeprefix("• ")) in fold(by_n[int(n)]["text"])

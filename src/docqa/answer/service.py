@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 
 from docqa import documents
 from docqa.answer import extractive
+from docqa.answer.evidence import Evidence, years_in
 from docqa.answer.llm import LLM, ChatMessage, CompletionStream, make_llm
 from docqa.answer.prompt import (
     answer_messages,
@@ -26,13 +27,14 @@ from docqa.answer.prompt import (
     rewrite_without_model,
 )
 from docqa.answer.reply import Answer, Checks, Mode, Quote, TextStream, check_model_reply
-from docqa.answer.support import CLOSEST, NOT_FOUND
+from docqa.answer.support import CLOSEST
 from docqa.db.engine import Database
 from docqa.db.models import Document
 from docqa.errors import DocumentNotFound, DocumentNotReady
 from docqa.ingest.embed import Embedder, Tokenizer
+from docqa.search.lexical import mentioned
 from docqa.search.rerank import Reranker
-from docqa.search.retrieve import retrieve
+from docqa.search.retrieve import SearchStats, retrieve
 from docqa.search.vector import drop_embedding, start_embedding
 from docqa.settings import Settings
 
@@ -156,6 +158,17 @@ class Answerer:
         reply = await self._llm.complete(messages, max_tokens=REWRITE_MAX_TOKENS)
         return clean_rewrite(reply, question.text)
 
+    async def _unmentioned_years(
+        self, owner_id: str, pks: list[uuid.UUID], question: str
+    ) -> tuple[str, ...]:
+        """The years `question` names that none of the documents mentions."""
+        years = years_in(question)
+        if not years:
+            return ()
+        async with self._db.session() as session:
+            found = await mentioned(session, owner_id=owner_id, document_pks=pks, words=years)
+        return tuple(y for y in years if y not in found)
+
     async def start(self, owner_id: str, question: Question) -> Answer:
         """Resolve the documents, retrieve, and open the answer stream.
 
@@ -169,6 +182,7 @@ class Answerer:
             pks = await document_scope(self._db, owner_id, question.document_ids)
             standalone = await self.standalone(question)
             started = time.perf_counter()
+            stats = SearchStats()
             hits = await retrieve(
                 self._db,
                 self._embedder,
@@ -179,6 +193,7 @@ class Answerer:
                 query_vector=embedding,
                 reranker=self._reranker,
                 rerank_candidates=self._settings.rerank_candidates,
+                stats=stats,
             )
             retrieval_ms = (time.perf_counter() - started) * 1000
         finally:
@@ -191,15 +206,18 @@ class Answerer:
         if self._llm is None or self._tokenizer is None:
             # The follow-up's own words lead; what it inherits from the conversation helps.
             context = standalone if standalone != question.text else ""
-            selection = await asyncio.to_thread(
-                extractive.select, question.text, hits, self._embedder, context
+            selection, unmentioned = await asyncio.gather(
+                asyncio.to_thread(extractive.select, question.text, hits, self._embedder, context),
+                self._unmentioned_years(owner_id, pks, standalone),
             )
-            answered = True
+            evidence = Evidence(selection.similarity, stats.best_similarity, unmentioned)
+            answered = evidence.answers()
             text = extractive.compose(selection.sentences)
             chosen = selection.sentences
             if not answered:
+                # Said plainly, then the nearest passages, labelled as such, never as an answer.
                 chosen = selection.sentences[:CLOSEST_SHOWN]
-                text = f"{NOT_FOUND}\n\n{CLOSEST}\n\n{extractive.compose(chosen)}"
+                text = f"{evidence.reason()}\n\n{CLOSEST}\n\n{extractive.compose(chosen)}"
             quotes = [Quote(s.source, s.text) for s in chosen]
             return Answer(
                 "extractive",

@@ -80,3 +80,26 @@ async def lexical_ranking(
         },
     )
     return [(row.id, float(row.score)) for row in result]
+
+
+_PRESENT_SQL = text(
+    """
+    SELECT DISTINCT p.lexeme
+    FROM postings p
+    WHERE p.owner_id = :owner AND p.document_pk = ANY(:pks)
+      AND p.lexeme IN (SELECT t.lexeme FROM unnest(to_tsvector('english', :words)) t)
+    """
+).bindparams(_PKS)
+
+
+async def mentioned(
+    session: AsyncSession, *, owner_id: str, document_pks: list[uuid.UUID], words: list[str]
+) -> set[str]:
+    """Which of `words` (numbers, names: words the lexical index keeps as they are) occur
+    anywhere in the documents."""
+    if not words or not document_pks:
+        return set()
+    result = await session.execute(
+        _PRESENT_SQL, {"owner": owner_id, "pks": document_pks, "words": " ".join(words)}
+    )
+    return {str(lexeme) for lexeme in result.scalars()}

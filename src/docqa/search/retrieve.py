@@ -28,6 +28,13 @@ CANDIDATES = 50
 LEXICAL_WEIGHT = 0.4
 
 
+@dataclass
+class SearchStats:
+    """What a search saw besides its hits, for judging how well the documents match."""
+
+    best_similarity: float | None = None  # the nearest chunk's cosine similarity to the question
+
+
 @dataclass(frozen=True)
 class Hit:
     chunk_id: int
@@ -132,6 +139,7 @@ async def retrieve(
     query_vector: asyncio.Future[list[float]] | None = None,
     reranker: Reranker | None = None,
     rerank_candidates: int = RERANK_CANDIDATES,
+    stats: SearchStats | None = None,
 ) -> list[Hit]:
     """The `top_k` best chunks for `question` among `document_pks` (all owned by `owner_id`),
     each from a different page.
@@ -143,7 +151,8 @@ async def retrieve(
     `top_k`; their `score` is then the reranker's. A reranker that fails leaves the order as is.
 
     `score` is the fused score in hybrid mode, BM25 in lexical mode and cosine similarity in
-    vector mode: comparable within one answer, not across modes.
+    vector mode: comparable within one answer, not across modes. `stats`, when given, is filled
+    in with what the search saw (the nearest chunk's similarity).
     """
     if not document_pks or top_k <= 0:
         return []
@@ -153,13 +162,16 @@ async def retrieve(
         embedding = query_vector or start_embedding(embedder, question)
         try:
             async with db.session() as session:
-                return await vector_ranking(
+                ranking = await vector_ranking(
                     session,
                     owner_id=owner_id,
                     document_pks=document_pks,
                     qvec=embedding,
                     limit=limit,
                 )
+            if stats is not None and ranking:
+                stats.best_similarity = ranking[0][1]
+            return ranking
         finally:
             if query_vector is None:  # a caller's embedding is the caller's to drop
                 await drop_embedding(embedding)
