@@ -266,7 +266,7 @@ def test_retry_after_is_when_the_next_request_fits(
 
 
 async def test_cli_ingest_waits_out_the_upload_limit(tmp_path: Path) -> None:
-    from docqa.cli import _upload
+    from docqa.cli_client import _upload
 
     calls: list[float] = []
 
