@@ -151,12 +151,15 @@ async def test_citation_shows_the_quote_where_pdfium_finds_it(
     await web.tick(paper["filename"])
     turn = await _answered(web, "How does a trace tree handle loops in the tracing JIT?")
     stored = await _stored_turn(web, stack)
-    quote = _quote_before(stored, 1)
-    cited_page = stored["sources"][0]["page"]
+    # The answer's first citation, whichever source it names (the answer's order is the
+    # answerer's, not the sources').
+    n = int(re.search(r"\[(\d+)\]", stored["answer"]).group(1))  # type: ignore[union-attr]
+    quote = _quote_before(stored, n)
+    cited_page = stored["sources"][n - 1]["page"]
     assert quote["page"] == cited_page
 
     link = turn.locator(".answer a.cite").first
-    await expect(link).to_have_text("[1]")
+    await expect(link).to_have_text(f"[{n}]")
     await link.click()
     viewer = web.page.locator("#viewer")
     await expect(viewer).to_be_visible()
@@ -202,12 +205,13 @@ async def test_citation_shows_the_quote_where_pdfium_finds_it(
     await web.shot("viewer-02-zoomed")
     await keys.press("Escape")
     await expect(viewer).to_be_hidden()
-    assert await link.evaluate("a => a === document.activeElement"), "focus back on [1]"
+    assert await link.evaluate("a => a === document.activeElement"), "focus back on the citation"
     await expect(web.page.locator(".docs")).to_be_visible()
 
     # A source card opens the viewer too, and says what it quotes.
-    card = turn.locator('.source[data-n="1"] .source-card')
-    await expect(card.locator(".snippet")).to_contain_text(quote["text"].split()[0])
+    card = turn.locator(f'.source[data-n="{n}"] .source-card')
+    first_quote = next(q for q in stored["quotes"] if q["n"] == n)
+    await expect(card.locator(".snippet")).to_contain_text(first_quote["text"].split()[0])
     await card.click()
     await expect(viewer.locator("#viewer-page")).to_have_text(f"Page {cited_page} of 14")
 
