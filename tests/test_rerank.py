@@ -145,6 +145,32 @@ async def test_reranker_reorders_sources(
     assert started == [f"reranking with {mock_rerank.url}/rerank"]
 
 
+async def test_mcp_search_is_reranked_like_answers(
+    ask_docs: dict[str, Any], mock_rerank: MockRerankClient, rerank_api: tuple[Proc, str]
+) -> None:
+    """The MCP `search_documents` tool gives the passages in the reranker's order, as `ask`."""
+    import httpx2
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    doc = ask_docs["observatory"].document_id
+    await mock_rerank.script({"match": "Harwick", "prefer": "copper dome"})
+    async with (
+        httpx2.AsyncClient(timeout=60) as http,
+        Client(streamable_http_client(f"{rerank_api[1]}/mcp", http_client=http)) as client,
+    ):
+        result = await client.call_tool(
+            "search_documents", {"query": QUESTION, "document_ids": [doc]}
+        )
+    assert not result.is_error, result
+    assert result.structured_content is not None
+    passages = result.structured_content["passages"]
+    assert "copper dome" in fold(passages[0]["text"])
+    assert passages[0]["score"] >= 1.0  # the reranker's score, not the fused one
+    [seen] = await mock_rerank.requests()
+    assert seen["body"]["query"] == QUESTION
+
+
 async def test_unscripted_mock_ranks_by_word_overlap(
     ask_docs: dict[str, Any], rerank_api: tuple[Proc, str]
 ) -> None:

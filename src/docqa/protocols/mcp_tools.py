@@ -185,6 +185,9 @@ async def _search(
         document_pks=pks,
         question=query.strip(),
         top_k=top_k or call.state.settings.ask_top_k,
+        # Reranked as answers are, when a rerank server is configured.
+        reranker=call.state.reranker,
+        rerank_candidates=call.state.settings.rerank_candidates,
     )
     views = [source_view(n, hit) for n, hit in enumerate(hits, start=1)]
     return SearchResult(query=query, passages=_passages(views, call.base_url))
