@@ -263,3 +263,58 @@ def test_metrics() -> None:
         "hit@10": 1.0,
     }
     assert page_hits([], frozenset({1}))["hit@10"] == 0.0
+
+
+# --- docqa eval --answers ---------------------------------------------------------------------
+
+ANSWERS = [
+    ("a1", "atlas.pdf", "Which desert is among the driest places on Earth?", "Atacama", [2]),
+    ("a2", "atlas.pdf", "How high does Mount Everest rise above sea level?", "8849 metres", [3]),
+    ("a3", "recipes.pdf", "How long should risotto be stirred?", "eighteen minutes", [1]),
+]
+UNANSWERABLE = [
+    ("u1", "atlas.pdf", "Who painted the Mona Lisa?"),
+    ("u2", "recipes.pdf", "What was the company's net revenue in 2019?"),
+]
+
+
+def test_eval_answers_scores_hits_refusals_and_citations(tmp_path: Path) -> None:
+    folder = write_pageqa(tmp_path / "tiny-pageqa")
+    questions = tmp_path / "answers.jsonl"
+    with questions.open("w") as f:
+        for qid, doc, question, answer, pages in ANSWERS:
+            row = {"id": qid, "document": doc, "question": question, "answer": answer}
+            f.write(json.dumps(row | {"evidence_pages": pages}) + "\n")
+        for qid, doc, question in UNANSWERABLE:
+            row = {"id": qid, "document": doc, "question": question, "answer": "Not answerable"}
+            f.write(json.dumps(row | {"answerable": False}) + "\n")
+    result = run_eval(
+        folder, tmp_path / "data", "--answers", "--questions", str(questions), "--json"
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["kind"] == "answers"
+    assert report["mode"] == "extractive"
+    assert report["reranked"] is False
+    answers = report["answers"]
+    assert answers["counts"]["answerable"] == 3
+    assert answers["counts"]["unanswerable"] == 2
+    # The extractive answer copies the sentence that holds each fact ("8,849 metres" folds to
+    # the gold "8849 metres"), cites its page, and says so when the document has no answer.
+    assert answers["answer_hit"] == 1.0, result.stdout
+    assert answers["false_refusal_rate"] == 0.0
+    assert answers["refusal_rate_unanswerable"] == 1.0, result.stdout
+    assert answers["citation_precision"] >= 0.5
+
+
+def test_answer_hit_folds_numbers_case_and_lists() -> None:
+    from docqa.evaluate_answers import answer_hit, normalise
+
+    assert normalise("Revenue was $1,234.5 Million, up 12 percent.") == (
+        "revenue was 1234.5e6 up 12%"
+    )
+    assert answer_hit("1.2 billion", "Sales reached $1.2 billion [1].")
+    assert answer_hit("12%", "It grew 12 percent.")
+    assert not answer_hit("12%", "It grew 120 percent.")
+    assert answer_hit("['Paris', 'Lyon']", "Offices in Lyon and in Paris.")
+    assert not answer_hit("['Paris', 'Lyon']", "Offices in Paris.")

@@ -39,6 +39,7 @@ from docqa.evalsets import DatasetError, EvalQuery, load
 from docqa.evaluate import INGEST_CONCURRENCY, ProgressFn, ingest
 from docqa.ingest.embed import Tokenizer, make_embedder
 from docqa.ingest.pipeline import Runtime
+from docqa.search.rerank import make_reranker
 from docqa.settings import Settings
 
 _SCALE = {"thousand": "e3", "million": "e6", "billion": "e9", "trillion": "e12"}
@@ -173,6 +174,8 @@ async def run_answer_eval(
         owner_id = f"eval-{uuid.uuid4().hex[:12]}"
         store = make_blob_store(settings, scope=owner_id)
         answerer: Answerer | None = None
+        # Answers are reranked as the server reranks them, when a rerank server is configured.
+        reranker = make_reranker(settings)
         try:
             await asyncio.to_thread(migrate.upgrade, db.url)
             embedder = make_embedder(settings)
@@ -180,16 +183,11 @@ async def run_answer_eval(
             rt = Runtime(settings, db, store, embedder, Tokenizer())
             ingested = await ingest(rt, owner_id, dataset.documents, report_progress)
             async with db.session() as session:
-                ids = dict(
-                    (
-                        await session.execute(
-                            select(Document.pk, Document.document_id).where(
-                                Document.owner_id == owner_id
-                            )
-                        )
-                    ).tuples()
+                result = await session.execute(
+                    select(Document.pk, Document.document_id).where(Document.owner_id == owner_id)
                 )
-            answerer = Answerer.from_settings(settings, db, embedder)
+                ids = {pk: document_id for pk, document_id in result.all()}
+            answerer = Answerer.from_settings(settings, db, embedder, reranker)
             rows: list[Scored] = []
             for number, query in enumerate(dataset.queries, start=1):
                 report_progress("answering", number, len(dataset.queries))
@@ -201,6 +199,7 @@ async def run_answer_eval(
                 "dataset": dataset.name,
                 "kind": "answers",
                 "mode": answerer.mode,
+                "reranked": reranker is not None,
                 "answers": summarise(rows),
                 "documents": {
                     "total": len(dataset.documents),
@@ -211,6 +210,8 @@ async def run_answer_eval(
         finally:
             if answerer is not None:
                 await answerer.aclose()
+            if reranker is not None:
+                await reranker.aclose()
             if settings.database_url:
                 async with db.session() as session, session.begin():
                     await session.execute(delete(Document).where(Document.owner_id == owner_id))
