@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import numpy as np
@@ -346,3 +347,34 @@ def test_evidence_refuses_weak_matches_and_years_no_document_mentions() -> None:
     assert not missing.answers()
     assert missing.reason() == "I couldn't find this in your documents: they never mention 2024."
     assert years_in("From 2002 to 2023, and in FY2021 or 2,024 units?") == ["2002", "2023"]
+
+
+def test_claims_support_embeds_once_and_scores_each_citation(local_embedder: Any) -> None:
+    """Every claim and every cited source's sentences go through the model in one pass, each
+    once; each citation is scored against its own source."""
+    from docqa.answer import extractive
+    from docqa.answer.support import Check, claims_support
+
+    calls: list[list[str]] = []
+
+    class Counting:
+        def embed_documents(self, texts: list[str]) -> Any:
+            calls.append(list(texts))
+            return local_embedder.embed_documents(texts)
+
+    ferry = "The ferry leaves at noon. It crosses the strait in forty minutes."
+    bakery = "The bakery opens at six. Its rye bread sells out by nine."
+    claim = "The ferry crosses the strait in forty minutes."
+    words = extractive.terms(claim)
+    checks = [
+        Check(claim, words, ferry, extractive.terms(ferry)),
+        Check(claim, words, bakery, extractive.terms(bakery)),
+        Check(claim, words, ferry, extractive.terms(ferry)),
+    ]
+    supports = claims_support(checks, Counting())  # type: ignore[arg-type]
+    assert len(calls) == 1
+    assert len(calls[0]) == 1 + 2 + 2, "the claim once, each source's two sentences once"
+    assert supports[0].sentence == "It crosses the strait in forty minutes."
+    assert supports[0].score >= 0.5 > supports[1].score
+    assert supports[2] == supports[0]
+    assert claims_support([], Counting()) == []  # type: ignore[arg-type]

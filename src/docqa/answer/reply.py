@@ -24,9 +24,10 @@ from docqa.answer import extractive
 from docqa.answer.llm import CompletionStream
 from docqa.answer.support import (
     SUPPORTED_AT,
+    Check,
     CitationFilter,
-    claim_support,
     claims,
+    claims_support,
     refuses,
 )
 from docqa.db.engine import Database
@@ -199,22 +200,17 @@ async def check_model_reply(answer: Answer) -> None:
 def _support_all(
     found: list[Any], texts: dict[int, str], embedder: Embedder
 ) -> list[tuple[int, float, str]]:
-    out: list[tuple[int, float, str]] = []
     source_words = {n: extractive.terms(t) for n, t in texts.items()}
+    cited_by: list[int] = []
+    checks: list[Check] = []
     for claim in found:
         words = extractive.terms(claim.text)
         for n in claim.sources:
-            if n not in texts:
-                continue
-            support = claim_support(
-                claim.text,
-                texts[n],
-                embedder,
-                content_words=words,
-                source_words=source_words[n],
-            )
-            out.append((n, support.score, support.sentence))
-    return out
+            if n in texts:
+                cited_by.append(n)
+                checks.append(Check(claim.text, words, texts[n], source_words[n]))
+    supports = claims_support(checks, embedder)
+    return [(n, s.score, s.sentence) for n, s in zip(cited_by, supports, strict=True)]
 
 
 def _pattern(quote: str) -> re.Pattern[str]:

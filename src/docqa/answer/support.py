@@ -120,28 +120,48 @@ class Support:
     sentence: str  # the source sentence that supports the claim best
 
 
-def claim_support(
-    claim: str, source: str, embedder: Embedder, *, content_words: set[str], source_words: set[str]
-) -> Support:
-    """How well `source` supports `claim`: half the share of the claim's content words the
-    source holds, half the best cosine between the claim and one of the source's sentences
-    (below 0.3 counts as nothing). Blocking: it runs the embedding model."""
-    words = len(content_words & source_words) / len(content_words) if content_words else 0.0
-    sentences = source_sentences(source)
-    vectors = embedder.embed_documents([claim, *sentences])
-    similarity = np.asarray(vectors[1:] @ vectors[0], dtype=np.float64)
-    best = int(np.argmax(similarity))
-    meaning = max(0.0, (float(similarity[best]) - 0.3) / 0.7)
-    return Support(WEIGHT_WORDS * words + WEIGHT_MEANING * meaning, sentences[best])
+@dataclass(frozen=True)
+class Check:
+    """One citation to check: a claim, its content words, the cited source and its words."""
+
+    claim: str
+    content_words: set[str]
+    source: str
+    source_words: set[str]
 
 
-def best_sentences(query: str, texts: Sequence[str], embedder: Embedder) -> list[tuple[str, float]]:
-    """For each text, its sentence most similar to `query`, with the cosine."""
-    out: list[tuple[str, float]] = []
-    for text in texts:
-        sentences = source_sentences(text)
-        vectors = embedder.embed_documents([query, *sentences])
-        similarity = np.asarray(vectors[1:] @ vectors[0], dtype=np.float64)
+def claims_support(checks: Sequence[Check], embedder: Embedder) -> list[Support]:
+    """How well each check's source supports its claim: half the share of the claim's content
+    words the source holds, half the best cosine between the claim and one of the source's
+    sentences (below 0.3 counts as nothing).
+
+    Every claim and every sentence of the cited sources is embedded in one pass of the model,
+    each once: a pass per citation had made the end of an answer wait on the model once for
+    each. Blocking: it runs the embedding model."""
+    texts: list[str] = []
+    claim_at: dict[str, int] = {}
+    sentences_at: dict[str, tuple[int, list[str]]] = {}
+    for check in checks:
+        if check.claim not in claim_at:
+            claim_at[check.claim] = len(texts)
+            texts.append(check.claim)
+        if check.source not in sentences_at:
+            sentences = source_sentences(check.source)
+            sentences_at[check.source] = (len(texts), sentences)
+            texts += sentences
+    if not texts:
+        return []
+    vectors = embedder.embed_documents(texts)
+    out: list[Support] = []
+    for check in checks:
+        words = check.content_words
+        share = len(words & check.source_words) / len(words) if words else 0.0
+        start, sentences = sentences_at[check.source]
+        similarity = np.asarray(
+            vectors[start : start + len(sentences)] @ vectors[claim_at[check.claim]],
+            dtype=np.float64,
+        )
         best = int(np.argmax(similarity))
-        out.append((sentences[best], float(similarity[best])))
+        meaning = max(0.0, (float(similarity[best]) - 0.3) / 0.7)
+        out.append(Support(WEIGHT_WORDS * share + WEIGHT_MEANING * meaning, sentences[best]))
     return out
