@@ -285,12 +285,15 @@ def test_a_financial_measure_brings_its_line_items_to_the_lexical_side() -> None
     assert lexical_query(question) == question
 
 
-def test_fusion_combines_scores_each_side_normalised_by_its_best() -> None:
+def test_fusion_combines_scores_each_side_scaled_over_its_candidates() -> None:
     from docqa.search.retrieve import fuse
 
-    lexical = [(1, 12.0), (2, 6.0)]
+    lexical = [(1, 12.0), (2, 6.0), (5, 3.0)]
     vector = [(2, 0.8), (3, 0.4), (4, -0.2)]
     scores = fuse(vector, lexical, lexical_weight=0.4)
-    assert scores == pytest.approx({1: 0.4, 2: 0.4 * 0.5 + 0.6, 3: 0.3, 4: 0.0})
+    assert scores == pytest.approx({1: 0.4, 2: 0.4 * 3 / 9 + 0.6, 3: 0.6 * 0.6, 4: 0.0, 5: 0.0})
     # A side that found nothing leaves the other's order as it is.
-    assert list(fuse([], lexical)) == [1, 2]
+    assert list(fuse([], lexical)) == [1, 2, 5]
+    # A single candidate, or candidates that all score alike, count fully, not as nothing.
+    assert fuse([(7, 0.3)], [(7, 2.0)]) == pytest.approx({7: 1.0})
+    assert fuse([(8, 0.5), (9, 0.5)], []) == pytest.approx({8: 0.5, 9: 0.5})

@@ -23,12 +23,12 @@ from docqa.search.vector import drop_embedding, start_embedding, vector_ranking
 
 Mode = Literal["hybrid", "lexical", "vector"]
 # Candidates taken from each side before fusion (at least top_k). A chunk one side ranks 60th
-# still adds that side's score to the other's: on MMLongBench 100 candidates a side scored page
-# hit@5 0.775 against 0.768 with 50, and 0.687 against 0.663 on the 10-K filings (more made no
-# difference; docs/quality.md).
+# still adds that side's score to the other's (docs/quality.md).
 CANDIDATES = 100
-# The lexical side's share of the fused score (the vector side has the rest).
-LEXICAL_WEIGHT = 0.4
+# The lexical side's share of the fused score (the vector side has the rest): equal, since no
+# weight measured here held on both kinds of collection (filings favour the vectors, SciFact
+# BM25).
+LEXICAL_WEIGHT = 0.5
 
 
 @dataclass
@@ -64,24 +64,28 @@ _HITS_SQL = text(
 def fuse(
     vector: Ranking, lexical: Ranking, lexical_weight: float = LEXICAL_WEIGHT
 ) -> dict[int, float]:
-    """A convex combination of the two sides' scores, each divided by its best: BM25 by the top
-    BM25 score, cosine similarity by the top similarity (below zero counts as zero).
+    """A weighted sum of the two sides' scores, each scaled to 0..1 over its own candidates
+    (min-max: the best candidate 1, the last 0; a side whose candidates all score alike gives
+    each 1).
 
     Scores carry what ranks throw away: a side whose best match stands far above the rest
-    decides more of the order than a side whose candidates all score alike. On MMLongBench
-    (293 questions, sources from distinct pages) this beat reciprocal rank fusion (k=60) at
-    every weight from 0.3 to 0.5 and candidate depth from 50 to 300: page hit@1 0.474-0.498
-    against 0.461, hit@5 0.765-0.775 against 0.761 (docs/quality.md).
+    decides more of the order than a side whose candidates all score alike. Cosine
+    similarities crowd into a narrow band, so scaling them by their best alone left every
+    vector candidate between about 0.6 and 1 and let BM25 decide. Measured on MMLongBench's
+    candidates from two ingestions (before and after PDF tables), this beat reciprocal rank
+    fusion and the best-only scaling on both: page hit@5 0.773 and 0.771 against RRF's 0.763 and
+    0.761, and 0.602 and 0.699 on the 10-K filings against 0.542 and 0.687 for best-only
+    scaling (docs/quality.md).
     """
     scores: dict[int, float] = {}
-    if lexical and (top := lexical[0][1]) > 0:
-        for chunk_id, score in lexical:
-            scores[chunk_id] = lexical_weight * score / top
-    if vector and (top := vector[0][1]) > 0:
-        for chunk_id, score in vector:
-            scores[chunk_id] = (
-                scores.get(chunk_id, 0.0) + (1 - lexical_weight) * max(score, 0.0) / top
-            )
+    for ranking, weight in ((lexical, lexical_weight), (vector, 1 - lexical_weight)):
+        if not ranking:
+            continue
+        top, low = ranking[0][1], ranking[-1][1]
+        span = top - low
+        for chunk_id, score in ranking:
+            scaled = (score - low) / span if span > 1e-9 else 1.0
+            scores[chunk_id] = scores.get(chunk_id, 0.0) + weight * scaled
     return scores
 
 
