@@ -209,6 +209,7 @@ async def ask_once(
 ) -> dict[str, Any]:
     started = time.perf_counter()
     client_first: float | None = None
+    last_delta = done_at = started
     done: dict[str, Any] = {}
     event = ""
     body: dict[str, Any] = {"question": question}
@@ -221,9 +222,12 @@ async def ask_once(
                 event = line[7:]
             elif line.startswith("data: "):
                 if event == "done":
+                    done_at = time.perf_counter()
                     done = json.loads(line[6:])
-                elif event == "" and client_first is None:
-                    client_first = (time.perf_counter() - started) * 1000
+                elif event == "":
+                    last_delta = time.perf_counter()
+                    if client_first is None:
+                        client_first = (last_delta - started) * 1000
             elif line == "":
                 event = ""
     assert done.get("finish_reason") == "stop", done
@@ -231,6 +235,9 @@ async def ask_once(
         "first_token": done["timings_ms"]["first_token"],
         "retrieval": done["timings_ms"]["retrieval"],
         "client_first_token": client_first,
+        # The end-of-answer checks (citation support, quotes and their rectangles) run here,
+        # after the last word and before `done`.
+        "after_last_token": (done_at - last_delta) * 1000,
     }
 
 
@@ -262,7 +269,8 @@ async def measure(url: str, database_url: str, qs: list[str]) -> dict[str, list[
         return (time.perf_counter() - started) * 1000
 
     out: dict[str, list[float]] = {
-        k: [] for k in ("first_token", "retrieval", "client", "hybrid", "vector", "embed")
+        k: []
+        for k in ("first_token", "retrieval", "client", "hybrid", "vector", "embed", "after_last")
     }
     try:
         async with httpx.AsyncClient(base_url=url, timeout=60) as client:
@@ -278,6 +286,7 @@ async def measure(url: str, database_url: str, qs: list[str]) -> dict[str, list[
                 out["first_token"].append(asked["first_token"])
                 out["retrieval"].append(asked["retrieval"])
                 out["client"].append(asked["client_first_token"])
+                out["after_last"].append(asked["after_last_token"])
                 out["hybrid"].append(hybrid)
                 out["vector"].append(vector)
                 out["embed"].append(embed)
@@ -582,6 +591,7 @@ def main() -> None:
             print(line("baseline: query embedding alone", m["embed"]))
             overhead = [f - r for f, r in zip(m["first_token"], m["retrieval"], strict=True)]
             print(line("ask path on top of retrieval", overhead))
+            print(line("last token to done (checks, quotes)", m["after_last"]))
             results[size] = {
                 "first_token_p50_ms": statistics.median(m["first_token"]),
                 "first_token_p99_ms": pct(m["first_token"], 99),
@@ -589,6 +599,7 @@ def main() -> None:
                 "retrieve_hybrid_p50_ms": statistics.median(m["hybrid"]),
                 "retrieve_vector_p50_ms": statistics.median(m["vector"]),
                 "embed_p50_ms": statistics.median(m["embed"]),
+                "after_last_token_p50_ms": statistics.median(m["after_last"]),
             }
             with rerank_api(st) as rerank_url:
                 results[size] |= asyncio.run(rerank_compare(st.url, rerank_url, qs))

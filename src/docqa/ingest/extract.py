@@ -3,6 +3,8 @@
 A hostile file can make a parser spin, allocate without bound or crash outright. Extraction
 therefore runs in a child process (from a `forkserver`, so no server state is inherited) with an
 address-space limit, and the parent kills it when its time is up. The worker itself never dies.
+The worker keeps a few such children and reuses them for file after file (`ingest.sandbox`);
+any failure retires the child.
 
 The child runs the format's reader (`docqa.formats`) and streams what it reports over a pipe:
 the page count once known, each page as it is read, the progress of slow stages (OCR), and
@@ -13,7 +15,6 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.connection
-import resource
 import signal
 import threading
 import time
@@ -24,12 +25,14 @@ from pathlib import Path
 from docqa import formats
 from docqa.errors import ExtractionFailed
 from docqa.formats.page import Page, ReadContext, check_page_count
+from docqa.ingest.sandbox import Sandbox, SandboxPool
 
 _context_lock = threading.Lock()
 _context: multiprocessing.context.ForkServerContext | None = None
 # Modules every extraction needs, imported once by the fork server instead of by every child.
 # Tesseract itself is loaded by the child that needs it (docqa.formats.ocr sets its threads first).
 PRELOAD = [
+    "docqa.ingest.extract",
     "docqa.formats.pdf",
     "docqa.formats.page",
     "docqa.formats.ocr",
@@ -73,16 +76,26 @@ def sandbox_context() -> multiprocessing.context.ForkServerContext:
         return _context
 
 
-def _child(
+def serve(conn: multiprocessing.connection.Connection) -> None:
+    """The sandbox's loop: read each file the worker sends, until it closes the pipe. A failed
+    file ends the loop, and with it the process: it is not used again."""
+    while True:
+        try:
+            path, kind, limits, options = conn.recv()
+        except EOFError:
+            return
+        if not _read_one(conn, path, kind, limits, options):
+            return
+
+
+def _read_one(
     conn: multiprocessing.connection.Connection,
     path: str,
     kind: str,
     limits: Limits,
     options: ReadOptions,
-) -> None:
-    """Entry point of the extraction process: stream pages back over `conn`."""
-    limit = limits.memory_mb * 1024 * 1024
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+) -> bool:
+    """Stream one file's pages back over `conn`, then `end` (True) or `failed` (False)."""
     ctx = ReadContext(
         max_pages=limits.max_pages,
         ocr=options.ocr,
@@ -96,14 +109,14 @@ def _child(
             check_page_count(page.number, limits.max_pages)
             conn.send(("page", page))
         conn.send(("end",))
+        return True
     except ExtractionFailed as exc:
         conn.send(("failed", exc.code, exc.message))
     except MemoryError:
         conn.send(("failed", "out_of_memory", _memory_message(limits)))
     except Exception:
         conn.send(("failed", "corrupt", "This file is damaged or malformed, so it cannot be read."))
-    finally:
-        conn.close()
+    return False
 
 
 def _memory_message(limits: Limits) -> str:
@@ -121,27 +134,29 @@ def extract_pages(
     on_progress: ProgressCallback | None = None,
     on_page: Callable[[Page], None] | None = None,
     options: ReadOptions | None = None,
+    pool: SandboxPool | None = None,
 ) -> list[Page]:
-    """Extract every page of `path`; blocking, so call it from a thread.
+    """Extract every page of `path`; blocking, so call it from a thread (the pool's executor).
 
     `on_page` sees each page as it arrives, so later stages can start before the last page.
+    With a `pool`, a sandbox of the pool reads the file; without one, a sandbox of its own.
     Raises `ExtractionFailed` with a stable code for every way a file can fail.
     """
-    ctx = sandbox_context()
-    receiver, sender = ctx.Pipe(duplex=False)
-    process = ctx.Process(
-        target=_child,
-        args=(sender, str(path), kind, limits, options or ReadOptions()),
-        name="docqa-extract",
-        daemon=True,
-    )
-    process.start()
-    sender.close()
-    allowed = limits.timeout_s
-    started = time.monotonic()
+    request = (str(path), kind, limits, options or ReadOptions())
+    sandbox = _sandbox(pool, limits)
     pages: list[Page] = []
-    total = 0
+    clean = False
     try:
+        try:
+            sandbox.conn.send(request)
+        except OSError:  # it died while idle: a fresh one
+            sandbox.kill()
+            sandbox = Sandbox(sandbox_context(), serve, limits.memory_mb)
+            sandbox.conn.send(request)
+        receiver, process = sandbox.conn, sandbox.process
+        allowed = limits.timeout_s
+        started = time.monotonic()
+        total = 0
         while True:
             remaining = started + allowed - time.monotonic()
             # poll() is also true at end of file, so a dead child falls through to recv().
@@ -149,7 +164,7 @@ def extract_pages(
                 raise ExtractionFailed("timeout", _timeout_message(allowed))
             try:
                 message = receiver.recv()
-            except EOFError:
+            except (EOFError, ConnectionResetError):  # a socket pair: a reset when it died
                 process.join(5)
                 raise _died(process.exitcode, limits) from None
             match message:
@@ -173,12 +188,25 @@ def extract_pages(
                 case ("failed", str(code), str(text)):
                     raise ExtractionFailed(code, text)
                 case ("end",):
+                    clean = True
                     return pages
     finally:
-        receiver.close()
-        if process.is_alive():
-            process.kill()
-        process.join(5)
+        # Only a file read to its end gives the sandbox back; anything else kills it.
+        if pool is not None:
+            pool.checkin(sandbox, clean=clean, pages=len(pages))
+        else:
+            sandbox.kill()
+
+
+def _sandbox(pool: SandboxPool | None, limits: Limits) -> Sandbox:
+    if pool is not None:
+        return pool.checkout(limits.memory_mb)
+    return Sandbox(sandbox_context(), serve, limits.memory_mb)
+
+
+def make_pool(size: int, max_documents: int) -> SandboxPool:
+    """The worker's extraction sandboxes (see `ingest.sandbox`)."""
+    return SandboxPool(sandbox_context, serve, size=size, max_documents=max_documents)
 
 
 def _died(exitcode: int | None, limits: Limits) -> ExtractionFailed:

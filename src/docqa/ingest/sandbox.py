@@ -1,0 +1,141 @@
+"""Extraction sandboxes: child processes that read files for the worker, one file at a time.
+
+A sandbox is a process started from the fork server (`extract.sandbox_context`) with an
+address-space limit; the worker sends it a file to read and it streams back what the reader
+reports. Starting one per document (a fork, the reader's set-up, a pipe, a join) took longer
+than reading a one-page text file, so the worker keeps a few in a `SandboxPool` and reuses them.
+
+Reuse never lets one file affect another: a sandbox goes back to the pool only after it read a
+file to its end. Any failure (a reader error, a timeout, a crash, running out of memory, the
+worker giving up on the file) retires it: it is killed and the next file gets a fresh one. A
+sandbox is also retired after `max_documents` files or `MAX_PAGES_PER_SANDBOX` pages, so what a
+long life leaves behind (a fragmented heap, caches) stays bounded.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.connection
+import multiprocessing.context
+import resource
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+# A sandbox is replaced after reading this many pages in all (the 10-K filings have 100-200).
+MAX_PAGES_PER_SANDBOX = 1000
+# Idle sandboxes are not kept longer than this: each holds the readers' memory.
+IDLE_S = 300.0
+
+Serve = Callable[[multiprocessing.connection.Connection], None]
+
+
+class Sandbox:
+    """One child process and the parent's end of its pipe. Used by one thread at a time."""
+
+    def __init__(
+        self, ctx: multiprocessing.context.ForkServerContext, serve: Serve, memory_mb: int
+    ) -> None:
+        self.memory_mb = memory_mb
+        self.conn, child_end = ctx.Pipe(duplex=True)
+        self.process = ctx.Process(
+            target=_limited, args=(serve, child_end, memory_mb), name="docqa-extract", daemon=True
+        )
+        self.process.start()
+        child_end.close()
+        self.documents = 0  # files read to their end
+        self.pages = 0
+        self.idle_since = time.monotonic()
+
+    def alive(self) -> bool:
+        return self.process.is_alive()
+
+    def kill(self) -> None:
+        """End the child now (it may be stuck in a reader) and reap it."""
+        self.conn.close()
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(5)
+
+
+def _limited(serve: Serve, conn: multiprocessing.connection.Connection, memory_mb: int) -> None:
+    """The child's entry point: its memory limit first, then the request loop."""
+    limit = memory_mb * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    serve(conn)
+
+
+class SandboxPool:
+    """A few long-lived sandboxes, shared by the documents a worker processes at once.
+
+    `executor` runs the (blocking) reads: it has one thread per sandbox the pool may run, so
+    at most `size` files are read at once however many documents are in flight, and documents
+    waiting for a sandbox wait in its queue rather than holding threads the event loop needs.
+    """
+
+    def __init__(
+        self,
+        ctx: Callable[[], multiprocessing.context.ForkServerContext],
+        serve: Serve,
+        *,
+        size: int,
+        max_documents: int,
+    ) -> None:
+        self._ctx = ctx
+        self._serve = serve
+        self.size = size
+        self.max_documents = max_documents
+        self._idle: list[Sandbox] = []
+        self._lock = threading.Lock()
+        self.started = 0  # sandboxes started over the pool's life (for tests and metrics)
+        self.executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="docqa-extract")
+
+    def checkout(self, memory_mb: int) -> Sandbox:
+        """An idle sandbox with this memory limit, or a new one."""
+        now = time.monotonic()
+        stale: list[Sandbox] = []
+        found: Sandbox | None = None
+        with self._lock:
+            keep: list[Sandbox] = []
+            for sandbox in self._idle:
+                if not sandbox.alive() or now - sandbox.idle_since > IDLE_S:
+                    stale.append(sandbox)
+                elif found is None and sandbox.memory_mb == memory_mb:
+                    found = sandbox
+                else:
+                    keep.append(sandbox)
+            self._idle = keep
+            if found is None:
+                self.started += 1
+        for sandbox in stale:
+            sandbox.kill()
+        return found or Sandbox(self._ctx(), self._serve, memory_mb)
+
+    def checkin(self, sandbox: Sandbox, *, clean: bool, pages: int) -> None:
+        """Give a sandbox back after a file. `clean`: the file was read to its end and nothing
+        is left in the pipe; anything else retires the sandbox."""
+        sandbox.documents += 1
+        sandbox.pages += pages
+        worn = sandbox.documents >= self.max_documents or sandbox.pages >= MAX_PAGES_PER_SANDBOX
+        if not clean or worn or not sandbox.alive():
+            sandbox.kill()
+            return
+        sandbox.idle_since = time.monotonic()
+        with self._lock:
+            if len(self._idle) < self.size:
+                self._idle.append(sandbox)
+                return
+        sandbox.kill()
+
+    def idle(self) -> int:
+        with self._lock:
+            return len(self._idle)
+
+    def close(self) -> None:
+        """Kill the idle sandboxes; reads still running finish on their own threads."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for sandbox in idle:
+            sandbox.kill()
+        self.executor.shutdown(wait=False, cancel_futures=True)
