@@ -91,9 +91,7 @@ def _jsonl(path: Path) -> Iterator[dict[str, Any]]:
             yield row
 
 
-def load(
-    folder: Path, limit_docs: int | None = None, questions: Path | None = None
-) -> Dataset:
+def load(folder: Path, limit_docs: int | None = None, questions: Path | None = None) -> Dataset:
     """Read a BEIR or page-QA folder; `limit_docs` keeps the first N documents (quick runs);
     `questions` replaces a page-QA folder's questions.jsonl."""
     try:
