@@ -8,8 +8,17 @@ than reading a one-page text file, so the worker keeps a few in a `SandboxPool` 
 Reuse never lets one file affect another: a sandbox goes back to the pool only after it read a
 file to its end. Any failure (a reader error, a timeout, a crash, running out of memory, the
 worker giving up on the file) retires it: it is killed and the next file gets a fresh one. A
-sandbox is also retired after `max_documents` files or `MAX_PAGES_PER_SANDBOX` pages, so what a
-long life leaves behind (a fragmented heap, caches) stays bounded.
+sandbox is also retired after `max_documents` files or `MAX_PAGES_PER_SANDBOX` pages, and as
+soon as its address space passes `RETIRE_AT_SHARE` of its limit (a heap grown by a large file or
+by OCR threads' memory arenas never shrinks back, and `RLIMIT_AS` counts it), so what a long life
+leaves behind stays bounded. `extract.extract_pages` reads a file again in a fresh sandbox when
+it failed in a used one in a way a grown heap can cause, so a file's outcome does not depend on
+the files read before it.
+
+A sandbox says `ready` as soon as it runs, before its memory limit and before any file: a child
+that dies without saying it never started (an import or unpickling error: the code on disk is not
+the code the worker runs, as when a deployment replaces files under a running worker), which is
+the server's fault, not the file's. `SandboxFailed` says so, and the job is retried.
 """
 
 from __future__ import annotations
@@ -27,8 +36,15 @@ from concurrent.futures import ThreadPoolExecutor
 MAX_PAGES_PER_SANDBOX = 1000
 # Idle sandboxes are not kept longer than this: each holds the readers' memory.
 IDLE_S = 300.0
+# A sandbox whose address space passes this share of its limit after a file is replaced, so the
+# next file has at least the rest of the limit.
+RETIRE_AT_SHARE = 0.5
 
 Serve = Callable[[multiprocessing.connection.Connection], None]
+
+
+class SandboxFailed(RuntimeError):
+    """A sandbox process died before it ran any of our code: not the file's fault."""
 
 
 class Sandbox:
@@ -44,8 +60,10 @@ class Sandbox:
         )
         self.process.start()
         child_end.close()
+        self.ready = False  # it said `ready`: it started and runs the worker's code
         self.documents = 0  # files read to their end
         self.pages = 0
+        self.address_space = 0  # bytes, as it reported after its last file
         self.idle_since = time.monotonic()
 
     def alive(self) -> bool:
@@ -60,10 +78,20 @@ class Sandbox:
 
 
 def _limited(serve: Serve, conn: multiprocessing.connection.Connection, memory_mb: int) -> None:
-    """The child's entry point: its memory limit first, then the request loop."""
+    """The child's entry point: `ready` (it started), its memory limit, then the request loop."""
+    conn.send(("ready",))
     limit = memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     serve(conn)
+
+
+def address_space() -> int:
+    """This process's address space in bytes (what `RLIMIT_AS` limits); 0 where unknown."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[0]) * resource.getpagesize()
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 class SandboxPool:
@@ -89,6 +117,7 @@ class SandboxPool:
         self._idle: list[Sandbox] = []
         self._lock = threading.Lock()
         self.started = 0  # sandboxes started over the pool's life (for tests and metrics)
+        self.retired = 0  # sandboxes killed after a failure or a long life
         self.executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="docqa-extract")
 
     def checkout(self, memory_mb: int) -> Sandbox:
@@ -117,9 +146,14 @@ class SandboxPool:
         is left in the pipe; anything else retires the sandbox."""
         sandbox.documents += 1
         sandbox.pages += pages
-        worn = sandbox.documents >= self.max_documents or sandbox.pages >= MAX_PAGES_PER_SANDBOX
+        grown = sandbox.address_space > RETIRE_AT_SHARE * sandbox.memory_mb * 1024 * 1024
+        worn = (
+            grown
+            or sandbox.documents >= self.max_documents
+            or sandbox.pages >= MAX_PAGES_PER_SANDBOX
+        )
         if not clean or worn or not sandbox.alive():
-            sandbox.kill()
+            self.retire(sandbox)
             return
         sandbox.idle_since = time.monotonic()
         with self._lock:
@@ -128,9 +162,26 @@ class SandboxPool:
                 return
         sandbox.kill()
 
+    def retire(self, sandbox: Sandbox) -> None:
+        """Kill a sandbox that is not to be used again."""
+        with self._lock:
+            self.retired += 1
+        sandbox.kill()
+
+    def fresh(self, memory_mb: int) -> Sandbox:
+        """A new sandbox, whatever is idle (to read a file again after a failure)."""
+        with self._lock:
+            self.started += 1
+        return Sandbox(self._ctx(), self._serve, memory_mb)
+
     def idle(self) -> int:
         with self._lock:
             return len(self._idle)
+
+    def idle_pids(self) -> list[int]:
+        """The process ids of the idle sandboxes (for tests and diagnostics)."""
+        with self._lock:
+            return [s.process.pid for s in self._idle if s.process.pid is not None]
 
     def close(self) -> None:
         """Kill the idle sandboxes; reads still running finish on their own threads."""
