@@ -229,3 +229,16 @@ def test_a_sandbox_that_cannot_start_is_not_the_files_fault(small_pdf: Path) -> 
         assert pool.idle_pids() == []
     finally:
         pool.close()
+
+
+def test_a_sandbox_running_other_code_is_refused(
+    pool: SandboxPool, small_pdf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The fork server imported extract.py and sandbox.py as they were on disk; a worker whose
+    # own copies differ (files replaced while it ran) must not trust what the sandbox says.
+    monkeypatch.setattr(sandbox, "CODE_ID", "not-the-same")
+    with pytest.raises(SandboxFailed):
+        extract_pages(small_pdf, "pdf", LIMITS, pool=pool)
+    assert pool.idle_pids() == []
+    monkeypatch.undo()
+    assert len(extract_pages(small_pdf, "pdf", LIMITS, pool=pool)) == 4

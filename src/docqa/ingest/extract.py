@@ -26,6 +26,7 @@ from pathlib import Path
 from docqa import formats
 from docqa.errors import ExtractionFailed
 from docqa.formats.page import Page, ReadContext, check_page_count
+from docqa.ingest import sandbox as sandbox_module
 from docqa.ingest.sandbox import Sandbox, SandboxFailed, SandboxPool, address_space
 
 log = logging.getLogger(__name__)
@@ -232,7 +233,12 @@ def _read_in(
                 ) from None
             raise _died(process.exitcode, limits) from None
         match message:
-            case ("ready",):
+            case ("ready", str(code_id)):
+                if code_id != sandbox_module.CODE_ID:
+                    raise SandboxFailed(
+                        "The extraction process runs other code than this worker (its files were "
+                        "replaced after the worker started?): restart the worker."
+                    )
                 sandbox.ready = True
             case ("total", int(n)):
                 total = n

@@ -18,11 +18,15 @@ the files read before it.
 A sandbox says `ready` as soon as it runs, before its memory limit and before any file: a child
 that dies without saying it never started (an import or unpickling error: the code on disk is not
 the code the worker runs, as when a deployment replaces files under a running worker), which is
-the server's fault, not the file's. `SandboxFailed` says so, and the job is retried.
+the server's fault, not the file's. `SandboxFailed` says so, and the job is retried. `ready`
+carries `CODE_ID`, a digest of the code that speaks the protocol as this process imported it:
+a sandbox whose fork server imported other code (files replaced after the worker started) is
+refused the same way, rather than misreading its messages.
 """
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 import multiprocessing.connection
 import multiprocessing.context
@@ -31,6 +35,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 # A sandbox is replaced after reading this many pages in all (the 10-K filings have 100-200).
 MAX_PAGES_PER_SANDBOX = 1000
@@ -41,6 +46,19 @@ IDLE_S = 300.0
 RETIRE_AT_SHARE = 0.5
 
 Serve = Callable[[multiprocessing.connection.Connection], None]
+
+
+def _code_id() -> str:
+    """A digest of the two modules that speak the worker's side and the sandbox's side of the
+    pipe, as they were on disk when this process imported them."""
+    digest = hashlib.sha256()
+    for name in ("sandbox.py", "extract.py"):
+        with open(Path(__file__).with_name(name), "rb") as f:
+            digest.update(f.read())
+    return digest.hexdigest()[:16]
+
+
+CODE_ID = _code_id()
 
 
 class SandboxFailed(RuntimeError):
@@ -79,7 +97,7 @@ class Sandbox:
 
 def _limited(serve: Serve, conn: multiprocessing.connection.Connection, memory_mb: int) -> None:
     """The child's entry point: `ready` (it started), its memory limit, then the request loop."""
-    conn.send(("ready",))
+    conn.send(("ready", CODE_ID))
     limit = memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     serve(conn)
