@@ -4,9 +4,12 @@ procrastinate's in-memory connector: no database needed."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from typing import Any
 
+import httpx
 from procrastinate.testing import InMemoryConnector
 
 from docqa.jobs import _SIZE_SQL, QUEUE, SMALL_QUEUE, TASK_NAME, build_job_app, defer_processing
@@ -66,3 +69,15 @@ async def test_without_a_size_the_document_row_decides() -> None:
         await defer_processing(app, large)
     assert connector.lookups == 2
     assert _queues(connector) == {str(small): SMALL_QUEUE, str(large): QUEUE}
+
+
+async def test_status_counts_worker_processes_not_lanes(client: httpx.AsyncClient) -> None:
+    """The test stack runs one worker process; it heartbeats once per lane, and is one worker."""
+    deadline = time.monotonic() + 60
+    while True:
+        status = (await client.get("/api/v1/status")).json()
+        if status["workers"]["alive"] or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(1)
+    assert status["workers"]["alive"] == 1, status
+    assert set(status["queue"]) == {"waiting", "running"}

@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 TASK_NAME = "docqa.process_document"
 QUEUE = "ingest"
 SMALL_QUEUE = "ingest_small"
+# Every worker process runs one procrastinate worker per queue, each with its own heartbeat row.
+QUEUES = (QUEUE, SMALL_QUEUE)
 
 _SIZE_SQL = "SELECT size_bytes FROM documents WHERE pk = %(pk)s"
 
