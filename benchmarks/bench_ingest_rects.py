@@ -33,7 +33,7 @@ from benchmarks.common import shared_file
 from docqa.blobs import LocalBlobStore
 from docqa.db.engine import Database, open_database
 from docqa.db.models import Document
-from docqa.ingest import pipeline
+from docqa.ingest import pipeline, records
 from docqa.ingest.embed import LocalEmbedder, Tokenizer, cpu_supports_bf16
 from docqa.settings import Settings
 
@@ -83,7 +83,7 @@ class RectClock:
 
     @contextmanager
     def installed(self) -> Iterator[None]:
-        original = pipeline.rects_for_span
+        original = records.rects_for_span  # chunk rows are built in ingest.records
 
         def timed(*args: Any) -> Any:
             t = time.perf_counter()
@@ -93,11 +93,11 @@ class RectClock:
                 self.seconds += time.perf_counter() - t
                 self.calls += 1
 
-        pipeline.rects_for_span = timed  # type: ignore[assignment]
+        records.rects_for_span = timed  # type: ignore[assignment]
         try:
             yield
         finally:
-            pipeline.rects_for_span = original
+            records.rects_for_span = original
 
 
 async def ingest_once(rt: pipeline.Runtime, pdf: Path, data: bytes) -> tuple[float, uuid.UUID]:

@@ -78,6 +78,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         # One HTTP client to the rerank server, shared by every ask, closed on shutdown.
         state.reranker = make_reranker(settings)
         state.answerer = Answerer.from_settings(settings, db, state.embedder, state.reranker)
+        runtime: Runtime | None = None
         if settings.worker:
             runtime = Runtime(settings, db, store, state.embedder, Tokenizer())
             state.worker_task = asyncio.create_task(
@@ -95,6 +96,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
                 state.worker_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await state.worker_task
+            if runtime is not None:
+                await runtime.aclose()  # the extraction sandboxes and the embedding queue
             await state.answerer.aclose()
             if state.reranker is not None:
                 await state.reranker.aclose()

@@ -281,7 +281,10 @@ async def run_eval(
             embedder = make_embedder(settings)
             await asyncio.to_thread(embedder.embed_query, "warm up")
             rt = Runtime(settings, db, store, embedder, Tokenizer())
-            ingested = await ingest(rt, owner_id, dataset.documents, progress or _quiet)
+            try:
+                ingested = await ingest(rt, owner_id, dataset.documents, progress or _quiet)
+            finally:
+                await rt.aclose()  # the extraction sandboxes and the embedding queue
             per_mode: dict[str, list[dict[str, float]]] = {}
             latencies: dict[str, list[float]] = {}
             for mode in MODES:

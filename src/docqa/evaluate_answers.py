@@ -181,7 +181,10 @@ async def run_answer_eval(
             embedder = make_embedder(settings)
             await asyncio.to_thread(embedder.embed_query, "warm up")
             rt = Runtime(settings, db, store, embedder, Tokenizer())
-            ingested = await ingest(rt, owner_id, dataset.documents, report_progress)
+            try:
+                ingested = await ingest(rt, owner_id, dataset.documents, report_progress)
+            finally:
+                await rt.aclose()  # the extraction sandboxes and the embedding queue
             async with db.session() as session:
                 result = await session.execute(
                     select(Document.pk, Document.document_id).where(Document.owner_id == owner_id)

@@ -3,6 +3,11 @@
 Upload defers one `process_document` job per document. Workers pick jobs up through
 LISTEN/NOTIFY, send heartbeats, and retry the jobs of workers that stopped sending them
 (killed, out of memory, machine gone), so no document stays `processing`.
+
+A worker runs two lanes: files up to `SMALL_DOCUMENT_KB` go to their own queue, which a worker
+takes many at a time (their chunks then share embedding batches), and larger files go to
+`ingest`, taken `WORKER_CONCURRENCY` (1) at a time, so that a big file is not slowed by its
+peers, and a worker never holds more big jobs than it runs while another worker idles.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import time
 import uuid
 from collections.abc import Iterable
@@ -29,6 +35,11 @@ log = logging.getLogger(__name__)
 
 TASK_NAME = "docqa.process_document"
 QUEUE = "ingest"
+SMALL_QUEUE = "ingest_small"
+# Every worker process runs one procrastinate worker per queue, each with its own heartbeat row.
+QUEUES = (QUEUE, SMALL_QUEUE)
+
+_SIZE_SQL = "SELECT size_bytes FROM documents WHERE pk = %(pk)s"
 
 _ORPHANS_SQL = text(
     """
@@ -76,9 +87,16 @@ class ListeningConnector(procrastinate.PsycopgConnector):
             delay = min(delay * 2, LISTEN_RETRY_S[1])
 
 
-def build_job_app(settings: Settings, url: str) -> procrastinate.App:
+class JobApp(procrastinate.App):
+    """procrastinate's App, knowing which files go to the small-document lane."""
+
+    small_document_bytes = 0
+
+
+def build_job_app(settings: Settings, url: str) -> JobApp:
     """A procrastinate App bound to `url`, with docqa's task registered."""
-    app = procrastinate.App(connector=ListeningConnector(conninfo=url, min_size=1, max_size=4))
+    app = JobApp(connector=ListeningConnector(conninfo=url, min_size=1, max_size=4))
+    app.small_document_bytes = settings.small_document_kb * 1024
     max_attempts = settings.job_max_attempts
 
     @app.task(
@@ -117,9 +135,20 @@ def build_job_app(settings: Settings, url: str) -> procrastinate.App:
     return app
 
 
-async def defer_processing(app: procrastinate.App, pk: uuid.UUID) -> None:
+async def defer_processing(
+    app: procrastinate.App, pk: uuid.UUID, size_bytes: int | None = None
+) -> None:
+    """Queue document `pk` for processing, in the lane its size calls for (looked up when
+    the caller does not give it)."""
+    if size_bytes is None:
+        rows = await app.connector.execute_query_all_async(_SIZE_SQL, pk=pk)
+        size_bytes = int(rows[0]["size_bytes"]) if rows else 0
+    small = isinstance(app, JobApp) and size_bytes <= app.small_document_bytes
+    queue = SMALL_QUEUE if small else QUEUE
     with contextlib.suppress(AlreadyEnqueued):
-        await app.configure_task(TASK_NAME, queueing_lock=str(pk)).defer_async(document_pk=str(pk))
+        await app.configure_task(TASK_NAME, queue=queue, queueing_lock=str(pk)).defer_async(
+            document_pk=str(pk)
+        )
 
 
 async def recover_stalled(app: procrastinate.App, runtime: Runtime) -> None:
@@ -153,23 +182,48 @@ async def _recovery_loop(app: procrastinate.App, runtime: Runtime) -> None:
 async def run_worker(
     app: procrastinate.App, runtime: Runtime, *, install_signal_handlers: bool, name: str
 ) -> None:
-    """Run jobs until cancelled (or, with signal handlers, until SIGTERM/SIGINT)."""
+    """Run jobs, in both lanes, until cancelled (or, with signal handlers, until SIGTERM or
+    SIGINT: a second one stops at once)."""
     settings = runtime.settings
     options: dict[str, Any] = {
-        "queues": [QUEUE],
-        "name": name,
-        "concurrency": settings.worker_concurrency,
         "additional_context": {"runtime": runtime},
-        "install_signal_handlers": install_signal_handlers,
+        "install_signal_handlers": False,  # one handler below stops both lanes
         "update_heartbeat_interval": settings.heartbeat_interval_s,
         "stalled_worker_timeout": settings.stalled_after_s,
         "delete_jobs": "successful",
         "shutdown_graceful_timeout": 30.0,
     }
+    lanes = [
+        asyncio.create_task(
+            app.run_worker_async(
+                queues=[QUEUE], name=name, concurrency=settings.worker_concurrency, **options
+            )
+        ),
+        asyncio.create_task(
+            app.run_worker_async(
+                queues=[SMALL_QUEUE],
+                name=f"{name}-small",
+                concurrency=settings.small_document_concurrency,
+                **options,
+            )
+        ),
+    ]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM) if install_signal_handlers else ()
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
     recovery = asyncio.create_task(_recovery_loop(app, runtime))
+    stopping = asyncio.create_task(stop.wait())
     try:
-        await app.run_worker_async(**options)
+        await asyncio.wait([*lanes, stopping], return_when=asyncio.FIRST_COMPLETED)
     finally:
-        recovery.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await recovery
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        # Cancelling a procrastinate worker stops it gracefully: running jobs may finish.
+        for task in (*lanes, recovery, stopping):
+            task.cancel()
+        outcomes = await asyncio.gather(*lanes, recovery, stopping, return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, Exception):
+            raise outcome

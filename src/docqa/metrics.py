@@ -40,6 +40,7 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY, DOUBLE_PRECISION
 
 from docqa.db.engine import Database
+from docqa.jobs import QUEUES
 
 log = logging.getLogger(__name__)
 
@@ -176,9 +177,10 @@ class _ClusterCollector(Collector):
         seen = {(q, s) for q, s, _ in self.state.jobs}
         for queue, status, n in self.state.jobs:
             jobs.add_metric([queue, status], n)
-        for status in ("todo", "doing"):  # report the ingest queue's zeros too
-            if ("ingest", status) not in seen:
-                jobs.add_metric(["ingest", status], 0)
+        for queue in QUEUES:  # report the ingest queues' zeros too
+            for status in ("todo", "doing"):
+                if (queue, status) not in seen:
+                    jobs.add_metric([queue, status], 0)
         yield jobs
         docs = GaugeMetricFamily("docqa_documents", "Documents by status.", labels=["status"])
         for status, n in self.state.documents:

@@ -97,7 +97,22 @@ class Settings(BaseSettings):
 
     worker: bool = Field(default=True, description="run an in-process worker inside `serve`")
     migrate_on_start: bool = Field(default=True, description="apply migrations when starting")
-    worker_concurrency: int = Field(default=1, ge=1)
+    worker_concurrency: int = Field(
+        default=1, ge=1, description="documents larger than SMALL_DOCUMENT_KB processed at once"
+    )
+    # Many small documents at once (docs/ingestion.md): their chunks share embedding batches.
+    small_document_kb: int = Field(
+        default=128, ge=0, description="files up to this size go to the small-document queue"
+    )
+    small_document_concurrency: int = Field(
+        default=32, ge=1, description="small documents a worker processes at once"
+    )
+    extract_sandboxes: int = Field(
+        default=2, ge=1, description="files a worker reads at once, each in a sandbox process"
+    )
+    extract_sandbox_documents: int = Field(
+        default=100, ge=1, description="files a sandbox reads before it is replaced"
+    )
     job_max_attempts: int = Field(default=3, ge=1)
     heartbeat_interval_s: float = Field(default=10.0, gt=0)
     stalled_after_s: float = Field(default=30.0, gt=0)

@@ -18,7 +18,7 @@ from sqlalchemy import text
 from docqa import __version__
 from docqa.db import migrate
 from docqa.db.engine import Database
-from docqa.jobs import QUEUE
+from docqa.jobs import QUEUES
 from docqa.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ _WORKERS_SQL = text(
 )
 _QUEUE_SQL = text(
     "SELECT status::text, count(*) FROM procrastinate_jobs "
-    "WHERE queue_name = :queue AND status IN ('todo', 'doing') GROUP BY 1"
+    "WHERE queue_name = ANY(:queues) AND status IN ('todo', 'doing') GROUP BY 1"
 )
 _DOCUMENTS_SQL = text(
     "SELECT status, count(*) FROM documents WHERE owner_id = :owner GROUP BY status"
@@ -58,8 +58,10 @@ async def _database(settings: Settings, db: Database, owner_id: str) -> dict[str
     try:
         async with asyncio.timeout(CHECK_TIMEOUT_S), db.session() as session:
             schema = (await session.execute(_SCHEMA_SQL)).scalar_one_or_none()
-            workers = int((await session.execute(_WORKERS_SQL, {"window": window})).scalar_one())
-            queue = await session.execute(_QUEUE_SQL, {"queue": QUEUE})
+            lanes = int((await session.execute(_WORKERS_SQL, {"window": window})).scalar_one())
+            # A worker process heartbeats once per queue it serves (docqa.jobs.run_worker).
+            workers = -(-lanes // len(QUEUES))
+            queue = await session.execute(_QUEUE_SQL, {"queues": list(QUEUES)})
             jobs: dict[str, int] = {str(s): int(n) for s, n in queue}
             owned = await session.execute(_DOCUMENTS_SQL, {"owner": owner_id})
             docs: dict[str, int] = {str(s): int(n) for s, n in owned}

@@ -28,8 +28,11 @@ async def worker_main(settings: Settings, name: str) -> None:
         # Load the model before taking jobs, so the first job's timings are the job's own.
         await asyncio.to_thread(runtime.embedder.embed_query, "warm up")
         jobs = build_job_app(settings, db.url)
-        async with jobs.open_async():
-            await run_worker(jobs, runtime, install_signal_handlers=True, name=name)
+        try:
+            async with jobs.open_async():
+                await run_worker(jobs, runtime, install_signal_handlers=True, name=name)
+        finally:
+            await runtime.aclose()  # the extraction sandboxes and the embedding queue
     finally:
         await store.aclose()
         await db.close()

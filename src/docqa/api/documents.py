@@ -71,7 +71,7 @@ async def upload(
     doc = created.document
     if not created.duplicate:
         try:
-            await defer_processing(state.jobs, doc.pk)
+            await defer_processing(state.jobs, doc.pk, doc.size_bytes)
         except BaseException:
             await documents.delete_document(state.db, state.store, owner, doc.document_id)
             raise

@@ -3,6 +3,8 @@
 A hostile file can make a parser spin, allocate without bound or crash outright. Extraction
 therefore runs in a child process (from a `forkserver`, so no server state is inherited) with an
 address-space limit, and the parent kills it when its time is up. The worker itself never dies.
+The worker keeps a few such children and reuses them for file after file (`ingest.sandbox`);
+any failure retires the child.
 
 The child runs the format's reader (`docqa.formats`) and streams what it reports over a pipe:
 the page count once known, each page as it is read, the progress of slow stages (OCR), and
@@ -11,9 +13,9 @@ requests for more time when it finds slow work (pages to recognise), granted up 
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import multiprocessing.connection
-import resource
 import signal
 import threading
 import time
@@ -24,12 +26,17 @@ from pathlib import Path
 from docqa import formats
 from docqa.errors import ExtractionFailed
 from docqa.formats.page import Page, ReadContext, check_page_count
+from docqa.ingest import sandbox as sandbox_module
+from docqa.ingest.sandbox import Sandbox, SandboxFailed, SandboxPool, address_space
+
+log = logging.getLogger(__name__)
 
 _context_lock = threading.Lock()
 _context: multiprocessing.context.ForkServerContext | None = None
 # Modules every extraction needs, imported once by the fork server instead of by every child.
 # Tesseract itself is loaded by the child that needs it (docqa.formats.ocr sets its threads first).
 PRELOAD = [
+    "docqa.ingest.extract",
     "docqa.formats.pdf",
     "docqa.formats.page",
     "docqa.formats.ocr",
@@ -73,16 +80,26 @@ def sandbox_context() -> multiprocessing.context.ForkServerContext:
         return _context
 
 
-def _child(
+def serve(conn: multiprocessing.connection.Connection) -> None:
+    """The sandbox's loop: read each file the worker sends, until it closes the pipe. A failed
+    file ends the loop, and with it the process: it is not used again."""
+    while True:
+        try:
+            path, kind, limits, options = conn.recv()
+        except EOFError:
+            return
+        if not _read_one(conn, path, kind, limits, options):
+            return
+
+
+def _read_one(
     conn: multiprocessing.connection.Connection,
     path: str,
     kind: str,
     limits: Limits,
     options: ReadOptions,
-) -> None:
-    """Entry point of the extraction process: stream pages back over `conn`."""
-    limit = limits.memory_mb * 1024 * 1024
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+) -> bool:
+    """Stream one file's pages back over `conn`, then `end` (True) or `failed` (False)."""
     ctx = ReadContext(
         max_pages=limits.max_pages,
         ocr=options.ocr,
@@ -95,15 +112,15 @@ def _child(
         for page in read(Path(path), ctx):
             check_page_count(page.number, limits.max_pages)
             conn.send(("page", page))
-        conn.send(("end",))
+        conn.send(("end", address_space()))
+        return True
     except ExtractionFailed as exc:
         conn.send(("failed", exc.code, exc.message))
     except MemoryError:
         conn.send(("failed", "out_of_memory", _memory_message(limits)))
     except Exception:
         conn.send(("failed", "corrupt", "This file is damaged or malformed, so it cannot be read."))
-    finally:
-        conn.close()
+    return False
 
 
 def _memory_message(limits: Limits) -> str:
@@ -114,6 +131,28 @@ def _timeout_message(allowed_s: float) -> str:
     return f"Reading this file took longer than the {allowed_s:g} seconds allowed."
 
 
+# Failures a grown heap (or a process damaged by an earlier file) can cause as well as the file
+# itself: a file that fails so in a used sandbox is read again in a fresh one, and its outcome is
+# what the fresh one says. Not a timeout: the file has had its time.
+RETRY_FRESH = frozenset({"out_of_memory", "extract_crashed", "corrupt"})
+
+
+class _Clock:
+    """The time one file may take to read, shared by every attempt at it."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.started = time.monotonic()
+        self.allowed = limits.timeout_s
+
+    def remaining(self) -> float:
+        return self.started + self.allowed - time.monotonic()
+
+    def extend(self, seconds: float) -> None:
+        cap = self.limits.timeout_s + self.limits.max_extra_s
+        self.allowed = min(self.allowed + max(0.0, seconds), cap)
+
+
 def extract_pages(
     path: Path,
     kind: str,
@@ -121,64 +160,133 @@ def extract_pages(
     on_progress: ProgressCallback | None = None,
     on_page: Callable[[Page], None] | None = None,
     options: ReadOptions | None = None,
+    pool: SandboxPool | None = None,
 ) -> list[Page]:
-    """Extract every page of `path`; blocking, so call it from a thread.
+    """Extract every page of `path`; blocking, so call it from a thread (the pool's executor).
 
     `on_page` sees each page as it arrives, so later stages can start before the last page.
-    Raises `ExtractionFailed` with a stable code for every way a file can fail.
+    With a `pool`, a sandbox of the pool reads the file; without one, a sandbox of its own.
+    Raises `ExtractionFailed` with a stable code for every way a file can fail, and
+    `SandboxFailed` when a sandbox could not start at all (the job is retried).
     """
-    ctx = sandbox_context()
-    receiver, sender = ctx.Pipe(duplex=False)
-    process = ctx.Process(
-        target=_child,
-        args=(sender, str(path), kind, limits, options or ReadOptions()),
-        name="docqa-extract",
-        daemon=True,
-    )
-    process.start()
-    sender.close()
-    allowed = limits.timeout_s
-    started = time.monotonic()
+    request = (str(path), kind, limits, options or ReadOptions())
+    clock = _Clock(limits)
     pages: list[Page] = []
-    total = 0
-    try:
-        while True:
-            remaining = started + allowed - time.monotonic()
-            # poll() is also true at end of file, so a dead child falls through to recv().
-            if remaining <= 0 or not receiver.poll(remaining):
-                raise ExtractionFailed("timeout", _timeout_message(allowed))
+    sandbox = _sandbox(pool, limits)
+    while True:
+        used = sandbox.documents > 0
+        clean = False
+        before = len(pages)
+        try:
             try:
-                message = receiver.recv()
-            except EOFError:
-                process.join(5)
-                raise _died(process.exitcode, limits) from None
-            match message:
-                case ("total", int(n)):
-                    total = n
-                    if on_progress:
-                        on_progress("extracting", 0, total)
-                case ("page", Page() as page):
-                    pages.append(page)
-                    if on_page:
-                        on_page(page)
-                    if on_progress:
-                        on_progress("extracting", len(pages), max(total, len(pages)))
-                case ("stage", str(stage), int(done), int(of)):
-                    if on_progress:
-                        on_progress(stage, done, of)
-                case ("budget", float(seconds) | int(seconds)):
-                    allowed = min(
-                        allowed + max(0.0, seconds), limits.timeout_s + limits.max_extra_s
+                sandbox.conn.send(request)
+            except OSError:  # it died while idle: a fresh one
+                _discard(pool, sandbox)
+                sandbox = _fresh(pool, limits)
+                used = False
+                sandbox.conn.send(request)
+            _read_in(sandbox, limits, clock, pages, on_progress, on_page)
+            clean = True
+            return pages
+        except ExtractionFailed as exc:
+            if pool is None or not used or exc.code not in RETRY_FRESH:
+                raise
+            log.info(
+                "extraction failed in a used sandbox; reading the file again in a fresh one",
+                extra={"code": exc.code, "documents_before": sandbox.documents},
+            )
+        finally:
+            # Only a file read to its end gives the sandbox back; anything else kills it.
+            if pool is not None:
+                pool.checkin(sandbox, clean=clean, pages=len(pages) - before)
+            else:
+                sandbox.kill()
+        sandbox = _fresh(pool, limits)
+
+
+def _read_in(
+    sandbox: Sandbox,
+    limits: Limits,
+    clock: _Clock,
+    pages: list[Page],
+    on_progress: ProgressCallback | None,
+    on_page: Callable[[Page], None] | None,
+) -> None:
+    """Receive one attempt's messages until `end`. Pages an earlier attempt at the same file
+    already handed over are skipped (readers are deterministic): each page arrives once."""
+    receiver, process = sandbox.conn, sandbox.process
+    total = 0
+    seen = 0
+    while True:
+        remaining = clock.remaining()
+        # poll() is also true at end of file, so a dead child falls through to recv().
+        if remaining <= 0 or not receiver.poll(remaining):
+            raise ExtractionFailed("timeout", _timeout_message(clock.allowed))
+        try:
+            message = receiver.recv()
+        except (EOFError, ConnectionResetError):  # a socket pair: a reset when it died
+            process.join(5)
+            if not sandbox.ready:
+                raise SandboxFailed(
+                    f"The extraction process exited (code {process.exitcode}) before it started: "
+                    "the worker's log has its traceback."
+                ) from None
+            raise _died(process.exitcode, limits) from None
+        match message:
+            case ("ready", str(code_id)):
+                if code_id != sandbox_module.CODE_ID:
+                    raise SandboxFailed(
+                        "The extraction process runs other code than this worker (its files were "
+                        "replaced after the worker started?): restart the worker."
                     )
-                case ("failed", str(code), str(text)):
-                    raise ExtractionFailed(code, text)
-                case ("end",):
-                    return pages
-    finally:
-        receiver.close()
-        if process.is_alive():
-            process.kill()
-        process.join(5)
+                sandbox.ready = True
+            case ("total", int(n)):
+                total = n
+                if on_progress:
+                    on_progress("extracting", len(pages), max(total, len(pages)))
+            case ("page", Page() as page):
+                seen += 1
+                if seen <= len(pages):
+                    continue
+                pages.append(page)
+                if on_page:
+                    on_page(page)
+                if on_progress:
+                    on_progress("extracting", len(pages), max(total, len(pages)))
+            case ("stage", str(stage), int(done), int(of)):
+                if on_progress:
+                    on_progress(stage, done, of)
+            case ("budget", float(seconds) | int(seconds)):
+                clock.extend(seconds)
+            case ("failed", str(code), str(text)):
+                raise ExtractionFailed(code, text)
+            case ("end", int(size)):
+                sandbox.address_space = size
+                return
+
+
+def _sandbox(pool: SandboxPool | None, limits: Limits) -> Sandbox:
+    if pool is not None:
+        return pool.checkout(limits.memory_mb)
+    return Sandbox(sandbox_context(), serve, limits.memory_mb)
+
+
+def _fresh(pool: SandboxPool | None, limits: Limits) -> Sandbox:
+    if pool is not None:
+        return pool.fresh(limits.memory_mb)
+    return Sandbox(sandbox_context(), serve, limits.memory_mb)
+
+
+def _discard(pool: SandboxPool | None, sandbox: Sandbox) -> None:
+    if pool is not None:
+        pool.retire(sandbox)
+    else:
+        sandbox.kill()
+
+
+def make_pool(size: int, max_documents: int) -> SandboxPool:
+    """The worker's extraction sandboxes (see `ingest.sandbox`)."""
+    return SandboxPool(sandbox_context, serve, size=size, max_documents=max_documents)
 
 
 def _died(exitcode: int | None, limits: Limits) -> ExtractionFailed:

@@ -4,15 +4,16 @@ The stages overlap: pages stream out of the extraction process, are chunked as t
 the first batch is embedded while later pages are still being read; each batch is written while
 the next one is embedded.
 
-Re-running is safe: pages are rewritten, and chunks are written in numbered batches, one
-transaction each, so a retry after a crash skips the batches already stored and never writes a
-chunk twice.
+Re-running is safe: chunks are written in numbered batches, one transaction each, so a retry
+after a crash skips the batches already stored and never writes a chunk twice; the last batch
+lands with the pages, the postings and `ready` (`ingest.records`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import uuid
@@ -20,21 +21,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import func, select
 
 from docqa.blobs import BlobNotFound, BlobStore
 from docqa.db.engine import Database
 from docqa.db.models import Chunk, Document
-from docqa.db.models import Page as PageRow
 from docqa.documents import set_progress
 from docqa.errors import ExtractionFailed
-from docqa.formats.geometry import rects_for_span
 from docqa.formats.page import Page
+from docqa.ingest import records
+from docqa.ingest.batches import EmbedQueue
 from docqa.ingest.chunk import ChunkSpec, chunk_page, heading_at
 from docqa.ingest.embed import Embedder, Tokenizer, Vectors
-from docqa.ingest.extract import Limits, ReadOptions, check_has_text, extract_pages
-from docqa.search.index import index_terms
+from docqa.ingest.extract import Limits, ReadOptions, check_has_text, extract_pages, make_pool
+from docqa.ingest.sandbox import SandboxPool
 from docqa.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -42,19 +42,33 @@ log = logging.getLogger(__name__)
 # Share of the progress bar for reading the file (pages read, or recognised where OCR runs) and
 # for embedding; the rest is indexing at the end. Reading and embedding overlap.
 READ_SHARE, OCR_READ_SHARE, DONE_SHARE = 10.0, 60.0, 99.0
-# Progress is written at most this often...
+# Progress is written at most this often, the first time after PROGRESS_FIRST_S: a document
+# done sooner (a one-page note) writes no progress, only its start and its end.
 PROGRESS_EVERY_S = 0.25
+PROGRESS_FIRST_S = 1.0
 
 
 @dataclass
 class Runtime:
-    """What a worker process holds for the life of the process."""
+    """What a worker process holds for the life of the process: among it, the extraction
+    sandboxes and the embedding queue that the documents in flight share."""
 
     settings: Settings
     db: Database
     store: BlobStore
     embedder: Embedder
     tokenizer: Tokenizer
+    sandboxes: SandboxPool = field(init=False)
+    embeddings: EmbedQueue = field(init=False)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.sandboxes = make_pool(s.extract_sandboxes, s.extract_sandbox_documents)
+        self.embeddings = EmbedQueue(self.embedder, s.embedding_batch_size)
+
+    async def aclose(self) -> None:
+        await self.embeddings.aclose()
+        self.sandboxes.close()
 
 
 @dataclass
@@ -106,56 +120,20 @@ async def process_document(rt: Runtime, pk: uuid.UUID) -> str:
     `ExtractionFailed` ends the document `failed` with its code. Any other exception propagates,
     so that the job queue retries it.
     """
-    doc = await _load(rt.db, pk)
-    if doc is None or doc.status in ("ready", "failed"):
-        return doc.status if doc else "deleted"
-    timings: dict[str, float] = {}
     started = time.perf_counter()
-    async with rt.db.session() as session, session.begin():
-        await set_progress(
-            session,
-            pk,
-            status="processing",
-            stage="extracting",
-            progress_done=0,
-            progress_total=0,
-            percent=0.0,
-            error_code=None,
-            error_message=None,
-        )
+    doc, status, stored = await records.start(rt.db, pk)
+    if doc is None:
+        return status
+    timings: dict[str, float] = {}
     try:
-        pages, chunks = await _extract_and_index(rt, doc, timings)
+        pages, chunks, last_rows = await _extract_and_index(rt, doc, stored, timings)
     except ExtractionFailed as exc:
-        # Chunks of the pages read before the failure must not stay searchable.
-        async with rt.db.session() as session, session.begin():
-            await session.execute(delete(Chunk).where(Chunk.document_pk == pk))
-            await session.execute(update(Document).where(Document.pk == pk).values(chunk_count=0))
+        await records.discard_chunks(rt.db, pk)
         await mark_failed(rt.db, pk, exc.code, exc.message)
         return "failed"
-    await _store_pages(rt, doc, pages)
-    async with rt.db.session() as session, session.begin():
-        # The lexical index and the totals land with the status: a ready document is searchable.
-        indexing = time.perf_counter()
-        await index_terms(session, pk)
-        timings["index_terms_s"] = time.perf_counter() - indexing
-        timings["total_s"] = time.perf_counter() - started
-        await set_progress(
-            session,
-            pk,
-            status="ready",
-            stage="ready",
-            progress_done=len(chunks),
-            progress_total=len(chunks),
-            percent=100.0,
-            timings={k: round(v, 4) for k, v in timings.items()},
-        )
+    await records.finish(rt.db, doc, pages, last_rows, len(chunks), timings, started)
     log.info("document ready", extra={"document_pk": str(pk), "chunks": len(chunks), **timings})
     return "ready"
-
-
-async def _load(db: Database, pk: uuid.UUID) -> Document | None:
-    async with db.session() as session:
-        return await session.get(Document, pk)
 
 
 async def mark_failed(db: Database, pk: uuid.UUID, code: str, message: str) -> None:
@@ -167,13 +145,13 @@ async def mark_failed(db: Database, pk: uuid.UUID, code: str, message: str) -> N
 
 
 async def _extract_and_index(
-    rt: Runtime, doc: Document, timings: dict[str, float]
-) -> tuple[list[Page], list[ChunkSpec]]:
+    rt: Runtime, doc: Document, stored: set[int], timings: dict[str, float]
+) -> tuple[list[Page], list[ChunkSpec], list[dict[str, Any]]]:
     # Extraction reads a file: the blob itself on local storage, a temporary download on S3.
     # Only the store raises BlobNotFound, and the file is read only inside the block.
     try:
         async with rt.store.local_copy(doc.blob_key) as path:
-            return await _extract_and_index_file(rt, doc, path, timings)
+            return await _extract_and_index_file(rt, doc, path, stored, timings)
     except BlobNotFound:
         raise ExtractionFailed(
             "file_missing", "The uploaded file is no longer in storage."
@@ -181,10 +159,11 @@ async def _extract_and_index(
 
 
 async def _extract_and_index_file(
-    rt: Runtime, doc: Document, path: Path, timings: dict[str, float]
-) -> tuple[list[Page], list[ChunkSpec]]:
+    rt: Runtime, doc: Document, path: Path, stored: set[int], timings: dict[str, float]
+) -> tuple[list[Page], list[ChunkSpec], list[dict[str, Any]]]:
     """Extract in a child process, chunk pages as they arrive, and embed and write batches as
-    soon as they fill. Returns every page and chunk; raises `ExtractionFailed`."""
+    soon as they fill. Returns every page and chunk, and the last batch's rows, embedded but
+    not yet written; raises `ExtractionFailed`."""
     settings = rt.settings
     limits = Limits(
         settings.max_pages,
@@ -215,9 +194,11 @@ async def _extract_and_index_file(
         loop.call_soon_threadsafe(arrived.put_nowait, page)
 
     t0 = time.perf_counter()
-    extraction = asyncio.ensure_future(
-        asyncio.to_thread(extract_pages, path, doc.kind, limits, on_progress, on_page, options)
+    # On the pool's own threads: documents waiting for a sandbox hold no thread the loop needs.
+    read = functools.partial(
+        extract_pages, path, doc.kind, limits, on_progress, on_page, options, rt.sandboxes
     )
+    extraction = loop.run_in_executor(rt.sandboxes.executor, read)
     ended: list[float] = []
 
     def extraction_done(_: object) -> None:
@@ -226,7 +207,6 @@ async def _extract_and_index_file(
         arrived.put_nowait(None)
 
     extraction.add_done_callback(extraction_done)
-    stored = await _stored_seqs(rt, doc.pk)
     progress.written = len(stored)
     ticker = asyncio.ensure_future(_report_progress(rt, doc, progress))
     chunks: list[ChunkSpec] = []
@@ -271,7 +251,7 @@ async def _extract_and_index_file(
             )
         if indexer.queued < len(chunks):
             await indexer.add(chunks[indexer.queued :], pages)
-        await indexer.finish()
+        last_rows = await indexer.finish()
     finally:
         await _stop(ticker)
         await indexer.cancel()
@@ -282,7 +262,7 @@ async def _extract_and_index_file(
     timings["embed_s"] = indexer.embed_s
     timings["write_s"] = indexer.write_s
     timings["chunks_embedded"] = float(indexer.embedded)
-    return every_page, chunks
+    return every_page, chunks, last_rows
 
 
 async def _stop(task: asyncio.Future[Any]) -> None:
@@ -293,6 +273,7 @@ async def _stop(task: asyncio.Future[Any]) -> None:
 
 async def _report_progress(rt: Runtime, doc: Document, progress: _Progress) -> None:
     """Write the document's progress whenever it changes, at most every `PROGRESS_EVERY_S`."""
+    await asyncio.sleep(PROGRESS_FIRST_S)
     while True:
         await progress.changed.wait()
         progress.changed.clear()
@@ -303,7 +284,8 @@ async def _report_progress(rt: Runtime, doc: Document, progress: _Progress) -> N
 
 
 class _Indexer:
-    """Embeds batches on a thread and writes each one while the next is embedded."""
+    """Embeds batches (in the shared queue) and writes each one while the next is embedded;
+    the last one is left to `records.finish`."""
 
     def __init__(self, rt: Runtime, doc: Document, stored: set[int], progress: _Progress) -> None:
         self.rt, self.doc, self.stored, self.progress = rt, doc, stored, progress
@@ -322,7 +304,8 @@ class _Indexer:
     async def _embed(self, batch: list[ChunkSpec]) -> Vectors:
         if self._first_embed is None:
             self._first_embed = time.perf_counter()
-        vectors = await asyncio.to_thread(self.rt.embedder.embed_documents, [c.text for c in batch])
+        # Shared with the other documents in flight: their chunks fill the same batches.
+        vectors = await self.rt.embeddings.embed([c.text for c in batch])
         self._last_embed = time.perf_counter()
         return vectors
 
@@ -331,33 +314,36 @@ class _Indexer:
         todo = [c for c in batch if c.seq not in self.stored]
         if not todo:
             return  # written by an earlier attempt
-        rows = [_chunk_row(self.doc, c, pages[c.page_no]) for c in todo]
+        rows = [records.chunk_row(self.doc, c, pages[c.page_no]) for c in todo]
         started = asyncio.ensure_future(self._embed(todo))
         self.embedded += len(todo)
         await self._flush()
         self._pending = (rows, started)
 
-    async def _flush(self) -> None:
+    async def _embedded_rows(self) -> list[dict[str, Any]]:
+        """The pending batch's rows, with their vectors, once embedded."""
         if self._pending is None:
-            return
+            return []
         rows, future = self._pending
         self._pending = None
         vectors = await future
-        t = time.perf_counter()
         for row, vector in zip(rows, vectors, strict=True):
             row["embedding"] = vector
-        async with self.rt.db.session() as session, session.begin():
-            await session.execute(
-                insert(Chunk)
-                .values(rows)
-                .on_conflict_do_nothing(constraint="uq_chunks_document_seq")
-            )
+        return rows
+
+    async def _flush(self) -> None:
+        rows = await self._embedded_rows()
+        if not rows:
+            return
+        t = time.perf_counter()
+        await records.write_chunks(self.rt.db, rows)
         self.progress.written += len(rows)
         self.progress.changed.set()
         self.write_s += time.perf_counter() - t
 
-    async def finish(self) -> None:
-        await self._flush()
+    async def finish(self) -> list[dict[str, Any]]:
+        """The last batch's rows, embedded: written with the document's other final rows."""
+        return await self._embedded_rows()
 
     async def cancel(self) -> None:
         if self._pending is not None:
@@ -365,49 +351,3 @@ class _Indexer:
             with contextlib.suppress(BaseException):
                 await self._pending[1]
             self._pending = None
-
-
-def _chunk_row(doc: Document, chunk: ChunkSpec, page: Page) -> dict[str, Any]:
-    # Formats without page images have no words, so no rectangles to show: [].
-    rects = rects_for_span(page.words, chunk.char_start, chunk.char_end) if page.words else []
-    return {
-        "document_pk": doc.pk,
-        "owner_id": doc.owner_id,
-        "seq": chunk.seq,
-        "page_start": chunk.page_no,
-        "page_end": chunk.page_no,
-        "char_start": chunk.char_start,
-        "char_end": chunk.char_end,
-        "token_count": chunk.token_count,
-        "text": chunk.text,
-        "heading": chunk.heading,
-        "rects": rects,
-    }
-
-
-async def _store_pages(rt: Runtime, doc: Document, pages: list[Page]) -> None:
-    async with rt.db.session() as session, session.begin():
-        await session.execute(delete(PageRow).where(PageRow.document_pk == doc.pk))
-        if pages:
-            await session.execute(
-                insert(PageRow),
-                [
-                    {
-                        "document_pk": doc.pk,
-                        "page_no": p.number,
-                        "text": p.text,
-                        "ocr": p.ocr,
-                        "tables": len(p.tables),
-                        "heading": p.heading,
-                        "words": [list(w) for w in p.words] if p.words else None,
-                    }
-                    for p in pages
-                ],
-            )
-        await set_progress(session, doc.pk, page_count=len(pages))
-
-
-async def _stored_seqs(rt: Runtime, pk: uuid.UUID) -> set[int]:
-    async with rt.db.session() as session:
-        result = await session.execute(select(Chunk.seq).where(Chunk.document_pk == pk))
-        return set(result.scalars())
