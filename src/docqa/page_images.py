@@ -48,15 +48,7 @@ class Target:
     blob_key: str
     filename: str
 
-    @property
-    def version(self) -> str:
-        """What `v` must be for an image URL to be cached for good: it names these bytes."""
-        return self.sha256[:16]
-
-
-def image_version(doc: Document) -> str | None:
-    """The version of a document's page images, or None for formats without them."""
-    return doc.sha256[:16] if formats.get(doc.kind).page_images else None
+    version: str  # what `v` must be for an image URL to be cached for good (pages.image_version)
 
 
 async def find(
@@ -83,7 +75,9 @@ async def find(
             f"'{doc.filename}' has no page images ({kind.name}); "
             f"its page {page} can be read as text."
         )
-    return Target(doc.pk, doc.kind, doc.sha256, doc.blob_key, doc.filename)
+    version = pages.image_version(doc)
+    assert version is not None  # the format has page images
+    return Target(doc.pk, doc.kind, doc.sha256, doc.blob_key, doc.filename, version)
 
 
 def etag(target: Target, page: int, width: int, fmt: render.ImageFormat) -> str:

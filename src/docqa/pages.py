@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from docqa import documents
+from docqa import documents, formats
 from docqa.db.engine import Database
-from docqa.db.models import Page
+from docqa.db.models import Document, Page
 from docqa.errors import DocumentNotReady, PageNotFound
 
 
@@ -24,6 +24,7 @@ class PageView:
     ocr: bool
     tables: int
     heading: str
+    image_version: str | None  # goes into the page image's URL as `v`; None: no page images
 
     def public(self) -> dict[str, object]:
         """The JSON of `GET /api/v1/documents/{id}/pages/{n}`."""
@@ -35,6 +36,12 @@ class PageView:
             "heading": self.heading,
             "page_count": self.page_count,
         }
+
+
+def image_version(doc: Document) -> str | None:
+    """The version of a document's page images (it names their bytes: a URL carrying it can be
+    cached for good), or None for formats without page images."""
+    return doc.sha256[:16] if formats.get(doc.kind).page_images else None
 
 
 async def read_page(db: Database, owner_id: str, document_id: str, page_no: int) -> PageView:
@@ -62,4 +69,6 @@ async def read_page(db: Database, owner_id: str, document_id: str, page_no: int)
             if count
             else f"The document '{document_id}' has no pages."
         )
-    return PageView(document_id, page_no, count, row.text, row.ocr, row.tables, row.heading)
+    return PageView(
+        document_id, page_no, count, row.text, row.ocr, row.tables, row.heading, image_version(doc)
+    )

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Path, Query, Response
 
-from docqa import documents, formats, page_images, pages, render
+from docqa import formats, page_images, pages, render
 from docqa.api.deps import Owner, State
 from docqa.api.errors import error_responses
 from docqa.upload import DOCUMENT_ID_PATTERN, DOCUMENT_ID_RULE
@@ -25,8 +25,7 @@ async def get_page(
     whether it was recognised by OCR, and how many tables it holds; `image_version` (null for
     formats without page images) goes into the image's URL as `v`."""
     view = await pages.read_page(state.db, owner, document_id, page)
-    doc = await documents.get_document(state.db, owner, document_id)
-    return view.public() | {"image_version": page_images.image_version(doc)}
+    return view.public() | {"image_version": view.image_version}
 
 
 @router.get(
