@@ -63,17 +63,17 @@ class BodyGuard:
             if declared is not None and declared < 0:
                 raise BadUpload("The Content-Length header is not a number.")
             if declared is not None and declared > limit:
-                raise self._too_large(upload, scope["path"])
+                raise self._too_large(upload, limit)
             if self.settings.auth == "keys":
                 await self._authenticate(scope, headers)
         except Exception as exc:  # a DocqaError, or the key lookup met a database that is down
             await self.app(scope, _raising(exc), send)
             return
         if upload:
-            await self.app(scope, self._streaming(receive, upload=True, path=scope["path"]), send)
+            await self.app(scope, self._streaming(receive, upload=True, limit=limit), send)
             return
         try:
-            body = await self._read_all(receive, scope["path"])
+            body = await self._read_all(receive, limit)
         except DocqaError as exc:
             await self.app(scope, _raising(exc), send)
             return
@@ -88,12 +88,11 @@ class BodyGuard:
             return self.json_limit * CONVERSATION_FACTOR
         return self.json_limit
 
-    def _too_large(self, upload: bool, path: str = "") -> DocqaError:
+    def _too_large(self, upload: bool, limit: int) -> DocqaError:
         if upload:
             return file_too_large(self.settings.max_upload_bytes)
-        limit_kb = self._limit(path, upload) // 1024
         return BodyTooLarge(
-            f"The request body is larger than {limit_kb} KB, the limit for this address."
+            f"The request body is larger than {limit // 1024} KB, the limit for this address."
         )
 
     async def _authenticate(self, scope: Scope, headers: Headers) -> None:
@@ -104,11 +103,10 @@ class BodyGuard:
         # `get_caller` takes it from here instead of looking the key up again.
         scope.setdefault("state", {}).update(principal=principal, key_id=principal.key_id)
 
-    def _streaming(self, receive: Receive, *, upload: bool, path: str = "") -> Receive:
-        """`receive`, counting body bytes against the limit and timing each wait for more."""
+    def _streaming(self, receive: Receive, *, upload: bool, limit: int) -> Receive:
+        """`receive`, counting body bytes against `limit` and timing each wait for more."""
         total = 0
         done = False
-        limit = self._limit(path, upload)
 
         async def counted() -> Message:
             nonlocal total, done
@@ -118,15 +116,15 @@ class BodyGuard:
             if message["type"] == "http.request":
                 total += len(message.get("body", b""))
                 if total > limit:
-                    raise self._too_large(upload, path)
+                    raise self._too_large(upload, limit)
                 done = not message.get("more_body", False)
             return message
 
         return counted
 
-    async def _read_all(self, receive: Receive, path: str) -> bytes | None:
+    async def _read_all(self, receive: Receive, limit: int) -> bytes | None:
         chunks: list[bytes] = []
-        counted = self._streaming(receive, upload=False, path=path)
+        counted = self._streaming(receive, upload=False, limit=limit)
         while True:
             message = await counted()
             if message["type"] == "http.disconnect":
