@@ -9,13 +9,14 @@ measures the system as it is, ingestion included.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -257,20 +258,24 @@ def build_report(
     return report
 
 
-async def run_eval(
-    settings: Settings,
-    folder: Path,
-    *,
-    limit_docs: int | None = None,
-    progress: ProgressFn | None = None,
-    questions: Path | None = None,
-) -> dict[str, Any]:
-    """Ingest the folder's documents into a fresh owner and score every mode on its queries.
+@dataclass
+class EvalRun:
+    """A dataset's documents ingested under an owner of their own, ready to be searched."""
 
-    With no `database_url`, an embedded PostgreSQL runs under a temporary directory that is
-    removed afterwards; with one, the run's documents are deleted from it at the end.
-    """
-    dataset = load(folder, limit_docs, questions)
+    settings: Settings
+    db: Database
+    owner_id: str
+    embedder: Embedder
+    ingested: Ingested
+
+
+@contextlib.asynccontextmanager
+async def ingested_run(
+    settings: Settings, dataset: Dataset, progress: ProgressFn
+) -> AsyncIterator[EvalRun]:
+    """Ingest `dataset`'s documents into a fresh owner, as uploads are processed, and clean up
+    afterwards. With no `database_url`, an embedded PostgreSQL runs under a temporary directory
+    that is removed at the end; with one, the run's documents are deleted from it."""
     with tempfile.TemporaryDirectory(prefix="docqa-eval-") as tmp:
         settings = settings.model_copy(update={"data_dir": Path(tmp)})
         db = await open_database(settings, pool_size=INGEST_CONCURRENCY + 1)
@@ -282,41 +287,10 @@ async def run_eval(
             await asyncio.to_thread(embedder.embed_query, "warm up")
             rt = Runtime(settings, db, store, embedder, Tokenizer())
             try:
-                ingested = await ingest(rt, owner_id, dataset.documents, progress or _quiet)
+                ingested = await ingest(rt, owner_id, dataset.documents, progress)
             finally:
                 await rt.aclose()  # the extraction sandboxes and the embedding queue
-            per_mode: dict[str, list[dict[str, float]]] = {}
-            latencies: dict[str, list[float]] = {}
-            for mode in MODES:
-                per_mode[mode], latencies[mode] = await score_mode(
-                    db, embedder, owner_id, dataset, ingested, mode, progress=progress
-                )
-            reranker = make_reranker(settings)
-            if reranker is None:
-                return build_report(dataset, ingested, per_mode, latencies, settings)
-            try:
-                per_mode[RERANKED], latencies[RERANKED] = await score_mode(
-                    db,
-                    embedder,
-                    owner_id,
-                    dataset,
-                    ingested,
-                    "hybrid",
-                    progress=progress,
-                    reranker=reranker,
-                    rerank_candidates=settings.rerank_candidates,
-                )
-            finally:
-                await reranker.aclose()
-            report = build_report(dataset, ingested, per_mode, latencies, settings)
-            # A failed rerank keeps the fused order, so its score is hybrid's: say how often.
-            report["rerank"] = {
-                "url": reranker.safe_url,
-                "model": settings.rerank_model,
-                "candidates": settings.rerank_candidates,
-                "failures": reranker.failures,
-            }
-            return report
+            yield EvalRun(settings, db, owner_id, embedder, ingested)
         finally:
             if settings.database_url:
                 async with db.session() as session, session.begin():
@@ -326,6 +300,53 @@ async def run_eval(
             finally:
                 await store.aclose()
                 await db.close()
+
+
+async def run_eval(
+    settings: Settings,
+    folder: Path,
+    *,
+    limit_docs: int | None = None,
+    progress: ProgressFn | None = None,
+    questions: Path | None = None,
+) -> dict[str, Any]:
+    """Ingest the folder's documents into a fresh owner (`ingested_run`) and score every mode
+    on its queries."""
+    dataset = load(folder, limit_docs, questions)
+    async with ingested_run(settings, dataset, progress or _quiet) as run:
+        db, embedder, owner_id, ingested = run.db, run.embedder, run.owner_id, run.ingested
+        per_mode: dict[str, list[dict[str, float]]] = {}
+        latencies: dict[str, list[float]] = {}
+        for mode in MODES:
+            per_mode[mode], latencies[mode] = await score_mode(
+                db, embedder, owner_id, dataset, ingested, mode, progress=progress
+            )
+        reranker = make_reranker(run.settings)
+        if reranker is None:
+            return build_report(dataset, ingested, per_mode, latencies, run.settings)
+        try:
+            per_mode[RERANKED], latencies[RERANKED] = await score_mode(
+                db,
+                embedder,
+                owner_id,
+                dataset,
+                ingested,
+                "hybrid",
+                progress=progress,
+                reranker=reranker,
+                rerank_candidates=run.settings.rerank_candidates,
+            )
+        finally:
+            await reranker.aclose()
+        report = build_report(dataset, ingested, per_mode, latencies, run.settings)
+        # A failed rerank keeps the fused order, so its score is hybrid's: say how often.
+        report["rerank"] = {
+            "url": reranker.safe_url,
+            "model": run.settings.rerank_model,
+            "candidates": run.settings.rerank_candidates,
+            "failures": reranker.failures,
+        }
+        return report
 
 
 def _quiet(stage: str, done: int, total: int) -> None:

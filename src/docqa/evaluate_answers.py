@@ -15,30 +15,22 @@ server, or the extractive one). Reported:
 from __future__ import annotations
 
 import ast
-import asyncio
 import re
 import statistics
-import tempfile
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.table import Table
-from sqlalchemy import delete, select
+from sqlalchemy import select
 
 from docqa.answer import Answerer, Question
 from docqa.answer.support import MARKER, cited
-from docqa.blobs import make_blob_store
-from docqa.db import migrate
-from docqa.db.engine import open_database
 from docqa.db.models import Document
 from docqa.evalsets import DatasetError, EvalQuery, load
-from docqa.evaluate import INGEST_CONCURRENCY, ProgressFn, ingest
-from docqa.ingest.embed import Tokenizer, make_embedder
-from docqa.ingest.pipeline import Runtime
+from docqa.evaluate import ProgressFn, ingested_run
 from docqa.search.rerank import make_reranker
 from docqa.settings import Settings
 
@@ -168,61 +160,39 @@ async def run_answer_eval(
     if dataset.kind != "pageqa":
         raise DatasetError(f"{folder}: answers are measured on a page-QA folder")
     report_progress = progress or (lambda stage, done, total: None)
-    with tempfile.TemporaryDirectory(prefix="docqa-eval-") as tmp:
-        settings = settings.model_copy(update={"data_dir": Path(tmp)})
-        db = await open_database(settings, pool_size=INGEST_CONCURRENCY + 1)
-        owner_id = f"eval-{uuid.uuid4().hex[:12]}"
-        store = make_blob_store(settings, scope=owner_id)
-        answerer: Answerer | None = None
+    async with ingested_run(settings, dataset, report_progress) as run:
+        async with run.db.session() as session:
+            result = await session.execute(
+                select(Document.pk, Document.document_id).where(Document.owner_id == run.owner_id)
+            )
+            ids = {pk: document_id for pk, document_id in result.all()}
         # Answers are reranked as the server reranks them, when a rerank server is configured.
-        reranker = make_reranker(settings)
+        reranker = make_reranker(run.settings)
+        answerer = Answerer.from_settings(run.settings, run.db, run.embedder, reranker)
         try:
-            await asyncio.to_thread(migrate.upgrade, db.url)
-            embedder = make_embedder(settings)
-            await asyncio.to_thread(embedder.embed_query, "warm up")
-            rt = Runtime(settings, db, store, embedder, Tokenizer())
-            try:
-                ingested = await ingest(rt, owner_id, dataset.documents, report_progress)
-            finally:
-                await rt.aclose()  # the extraction sandboxes and the embedding queue
-            async with db.session() as session:
-                result = await session.execute(
-                    select(Document.pk, Document.document_id).where(Document.owner_id == owner_id)
-                )
-                ids = {pk: document_id for pk, document_id in result.all()}
-            answerer = Answerer.from_settings(settings, db, embedder, reranker)
             rows: list[Scored] = []
             for number, query in enumerate(dataset.queries, start=1):
                 report_progress("answering", number, len(dataset.queries))
-                pk = ingested.pks.get(query.document or "")
+                pk = run.ingested.pks.get(query.document or "")
                 if pk is None:
                     continue  # its document failed to ingest: reported under documents
-                rows.append(await answer_one(answerer, owner_id, ids[pk], query))
-            return {
-                "dataset": dataset.name,
-                "kind": "answers",
-                "mode": answerer.mode,
-                "reranked": reranker is not None,
-                "answers": summarise(rows),
-                "documents": {
-                    "total": len(dataset.documents),
-                    "ready": len(ingested.pks),
-                    "failed": ingested.failed,
-                },
-            }
+                rows.append(await answer_one(answerer, run.owner_id, ids[pk], query))
         finally:
-            if answerer is not None:
-                await answerer.aclose()
+            await answerer.aclose()
             if reranker is not None:
                 await reranker.aclose()
-            if settings.database_url:
-                async with db.session() as session, session.begin():
-                    await session.execute(delete(Document).where(Document.owner_id == owner_id))
-            try:
-                await store.delete_prefix("")
-            finally:
-                await store.aclose()
-                await db.close()
+        return {
+            "dataset": dataset.name,
+            "kind": "answers",
+            "mode": answerer.mode,
+            "reranked": reranker is not None,
+            "answers": summarise(rows),
+            "documents": {
+                "total": len(dataset.documents),
+                "ready": len(run.ingested.pks),
+                "failed": run.ingested.failed,
+            },
+        }
 
 
 def report_table(report: dict[str, Any]) -> Table:
