@@ -220,6 +220,19 @@ async def browser() -> AsyncIterator[Browser]:
         await chromium.close()
 
 
+@pytest.fixture
+async def web(browser: Browser, stack: Stack) -> AsyncIterator[Web]:
+    """The page on the main stack (the built-in extractive answerer), at desktop width."""
+    async for tab in open_tab(browser, stack.base_url, DESKTOP):
+        yield tab
+
+
+@pytest.fixture
+async def phone_web(browser: Browser, stack: Stack) -> AsyncIterator[Web]:
+    async for tab in open_tab(browser, stack.base_url, PHONE):
+        yield tab
+
+
 @pytest.fixture(scope="session")
 async def paper(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The paper, uploaded once through the API and ready, for the tests that only ask."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 import io
 import re
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -42,18 +41,6 @@ _DRAWN = """(selector) => {
                 (b.right - r.left) / r.width, (b.bottom - r.top) / r.height];
     });
 }"""
-
-
-@pytest.fixture
-async def web(browser: Browser, stack: Stack) -> AsyncIterator[Web]:
-    async for tab in open_tab(browser, stack.base_url, DESKTOP):
-        yield tab
-
-
-@pytest.fixture
-async def phone_web(browser: Browser, stack: Stack) -> AsyncIterator[Web]:
-    async for tab in open_tab(browser, stack.base_url, PHONE):
-        yield tab
 
 
 async def _answered(web: Web, question: str, mark: str = "Extractive answer") -> Locator:

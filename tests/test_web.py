@@ -34,21 +34,9 @@ ENCRYPTED_PDF = PDFS / "pypdf_samples" / "libreoffice-writer-password.pdf"
 MB = 1024 * 1024
 
 
-# `browser` (one Chromium for the session) and `paper` (the paper, uploaded and ready) are
-# fixtures of tests/browser.py, shared with tests/test_viewer.py.
-
-
-@pytest.fixture
-async def web(browser: Browser, stack: Stack) -> AsyncIterator[Web]:
-    """The page on the main stack (the built-in extractive answerer), at desktop width."""
-    async for tab in open_tab(browser, stack.base_url, DESKTOP):
-        yield tab
-
-
-@pytest.fixture
-async def phone_web(browser: Browser, stack: Stack) -> AsyncIterator[Web]:
-    async for tab in open_tab(browser, stack.base_url, PHONE):
-        yield tab
+# `browser` (one Chromium for the session), `web` and `phone_web` (the page at desktop and phone
+# width) and `paper` (the paper, uploaded and ready) are fixtures of tests/browser.py, shared
+# with tests/test_viewer.py.
 
 
 @pytest.fixture
