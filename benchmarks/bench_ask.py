@@ -49,7 +49,7 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -463,19 +463,32 @@ async def chat_once(client: httpx.AsyncClient, question: str) -> dict[str, Any]:
     return {"first_token": done["timings_ms"]["first_token"], "client_first_token": client_first}
 
 
+async def paired(
+    qs: list[str],
+    first: Callable[[str], Awaitable[dict[str, Any]]],
+    second: Callable[[str], Awaitable[dict[str, Any]]],
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Each question asked both ways, back to back, the order alternating so that both see the
+    same load and the same warm caches; the first `WARMUP` pairs are left out."""
+    pairs = []
+    for i, q in enumerate(qs):
+        if i % 2:
+            b, a = await second(q), await first(q)
+        else:
+            a, b = await first(q), await second(q)
+        if i >= WARMUP:
+            pairs.append((a, b))
+    return pairs
+
+
 async def openai_compare(url: str, qs: list[str]) -> dict[str, Any]:
     """The first token through `/v1/chat/completions` against `/api/v1/ask`: each question
     asked both ways, back to back, the order alternating, so both see the same load and the
     same warm caches. Target: within 2 ms of `/api/v1/ask` at 10k chunks."""
     m: dict[str, list[float]] = {k: [] for k in ("ask", "chat", "ask_client", "chat_client")}
     async with httpx.AsyncClient(base_url=url, timeout=60) as client:
-        for i, q in enumerate(qs):
-            if i % 2:
-                chat, asked = await chat_once(client, q), await ask_once(client, q)
-            else:
-                asked, chat = await ask_once(client, q), await chat_once(client, q)
-            if i < WARMUP:
-                continue
+        pairs = await paired(qs, lambda q: ask_once(client, q), lambda q: chat_once(client, q))
+        for asked, chat in pairs:
             m["ask"].append(asked["first_token"])
             m["chat"].append(chat["first_token"])
             m["ask_client"].append(asked["client_first_token"])
@@ -527,13 +540,8 @@ async def rerank_compare(url: str, rerank_url: str, qs: list[str]) -> dict[str, 
         httpx.AsyncClient(base_url=url, timeout=60) as plain,
         httpx.AsyncClient(base_url=rerank_url, timeout=60) as reranking,
     ):
-        for i, q in enumerate(qs):
-            if i % 2:
-                b, a = await ask_once(reranking, q), await ask_once(plain, q)
-            else:
-                a, b = await ask_once(plain, q), await ask_once(reranking, q)
-            if i < WARMUP:
-                continue
+        pairs = await paired(qs, lambda q: ask_once(plain, q), lambda q: ask_once(reranking, q))
+        for a, b in pairs:
             m["plain"].append(a["first_token"])
             m["rerank"].append(b["first_token"])
             m["plain_r"].append(a["retrieval"])

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.stack import Proc
+from tests.stack import Proc, start_worker
 
 from benchmarks.common import bench_stack, shared_file
 
@@ -46,23 +45,14 @@ def pdfs(count: int) -> list[Path]:
     return sorted(folder.glob("*.pdf"), key=lambda p: p.stat().st_size)[:count]
 
 
-class PinnedWorker(Proc):
+def pinned_worker(env: dict[str, str], log_path: Path, name: str, core: int) -> Proc:
     """`docqa worker` held to one core."""
-
-    def __init__(self, env: dict[str, str], log_path: Path, name: str, core: int) -> None:
-        super().__init__(["worker", "--name", name], env | {"OMP_NUM_THREADS": "1"}, log_path)
-        self.core = core
-
-    def start(self) -> PinnedWorker:
-        log = self.log_path.open("ab")
-        self.popen = subprocess.Popen(
-            ["taskset", "-c", str(self.core), sys.executable, "-m", "docqa", *self.args],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        return self
+    return Proc(
+        ["worker", "--name", name],
+        env | {"OMP_NUM_THREADS": "1"},
+        log_path,
+        launcher=("taskset", "-c", str(core)),
+    )
 
 
 async def ingest(url: str, files: list[Path]) -> tuple[float, list[dict[str, Any]]]:
@@ -105,13 +95,11 @@ def run(files: list[Path], workers: int) -> tuple[float, dict[str, float], int]:
         procs: list[Proc] = []
         try:
             if workers == 1:
-                procs.append(
-                    Proc(["worker", "--name", "w0"], st.env, st.workdir / "w0.log").start()
-                )
+                procs.append(start_worker(st.env, st.workdir, "w0"))
             else:
                 for core in range(workers):
                     procs.append(
-                        PinnedWorker(st.env, st.workdir / f"w{core}.log", f"w{core}", core).start()
+                        pinned_worker(st.env, st.workdir / f"w{core}.log", f"w{core}", core).start()
                     )
             wall, docs = asyncio.run(ingest(st.url, files))
             return wall, stages(st.database_url), sum(int(d["chunk_count"]) for d in docs)

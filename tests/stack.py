@@ -37,11 +37,12 @@ class Proc:
     log_path: Path
     popen: subprocess.Popen[bytes] | None = None
     module: str = "docqa"  # run as `python -m <module> <args>`
+    launcher: tuple[str, ...] = ()  # a command in front of python, such as `taskset -c 0`
 
     def start(self) -> Proc:
         log = self.log_path.open("ab")
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", self.module, *self.args],
+            [*self.launcher, sys.executable, "-m", self.module, *self.args],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
