@@ -6,14 +6,18 @@ PostgreSQL, and queries through `retrieve`, exactly as in a full run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import psycopg
 import pytest
 
@@ -227,6 +231,53 @@ def test_eval_table_and_quick_run(tmp_path: Path) -> None:
     assert "2 queries, 1/1 documents ready" in result.stdout
     for word in ("lexical", "vector", "hybrid", "hit@5", "text (1)", "table (1)"):
         assert word in result.stdout
+
+
+def _postmaster_pid(scratch: Path) -> int | None:
+    """The PID of the run's PostgreSQL server once it runs (initdb's bootstrap backend writes a
+    negative one first)."""
+    for pidfile in scratch.glob("docqa-eval-*/pg/postmaster.pid"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            pid = int(pidfile.read_text().split()[0])
+            if pid > 0:
+                return pid
+    return None
+
+
+def test_eval_stopped_with_sigterm_stops_its_database_and_removes_its_files(
+    tmp_path: Path,
+) -> None:
+    """A run stopped with SIGTERM (a timeout, a job runner) cleans up as on Ctrl-C: its embedded
+    PostgreSQL stops and its temporary directory goes, instead of a server left running."""
+    folder = write_pageqa(tmp_path / "tiny-pageqa")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("DOCQA_")}
+    clean |= {"DOCQA_LOG_LEVEL": "WARNING", "HF_HUB_OFFLINE": "1", "TMPDIR": str(scratch)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "docqa", "eval", str(folder)],
+        env=clean,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while (pid := _postmaster_pid(scratch)) is None:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "the run's database never started"
+            time.sleep(0.1)
+        postmaster = psutil.Process(pid)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143
+    postmaster.wait(timeout=30)  # raises if the database is still running
+    assert not list(scratch.glob("docqa-eval-*"))
 
 
 def test_eval_rejects_a_folder_of_neither_kind(tmp_path: Path) -> None:

@@ -9,14 +9,17 @@ start in well under 0.3 s: a top-level import of the app, SQLAlchemy or torch co
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from docqa import cli_client, cli_docs, cli_mcp, cli_status
 from docqa.cli_db import db_app
 from docqa.cli_keys import keys_app
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from docqa.settings import Settings
@@ -109,6 +112,23 @@ def migrate() -> None:
             embedded.stop()
 
 
+async def _stoppable(work: Coroutine[Any, Any, T]) -> T:
+    """Run `work`, cancelling it on SIGTERM (a timeout, a job runner) as Ctrl-C does, so that
+    its clean-up runs: `docqa eval` stops its embedded PostgreSQL and removes its temporary
+    directory instead of leaving a server running."""
+    import asyncio
+    import signal
+
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await work
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+
+
 @app.command("eval")
 def eval_command(
     dataset: Annotated[
@@ -172,27 +192,34 @@ def eval_command(
                 from docqa import evaluate_answers
 
                 report = asyncio.run(
-                    evaluate_answers.run_answer_eval(
-                        settings,
-                        dataset,
-                        questions=questions,
-                        limit_docs=limit_docs,
-                        progress=on_progress,
+                    _stoppable(
+                        evaluate_answers.run_answer_eval(
+                            settings,
+                            dataset,
+                            questions=questions,
+                            limit_docs=limit_docs,
+                            progress=on_progress,
+                        )
                     )
                 )
             else:
                 report = asyncio.run(
-                    run_eval(
-                        settings,
-                        dataset,
-                        limit_docs=limit_docs,
-                        progress=on_progress,
-                        questions=questions,
+                    _stoppable(
+                        run_eval(
+                            settings,
+                            dataset,
+                            limit_docs=limit_docs,
+                            progress=on_progress,
+                            questions=questions,
+                        )
                     )
                 )
         except DatasetError as exc:
             cli_client.err().print(str(exc), markup=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except asyncio.CancelledError:
+            cli_client.err().print("Stopped: the run's database and files were removed.")
+            raise typer.Exit(143) from None
     if as_json:
         sys.stdout.write(report_json(report))
     elif answers:

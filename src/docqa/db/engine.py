@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -205,12 +206,27 @@ def resolve_url(settings: Settings) -> tuple[str, EmbeddedServer | None]:
     return server.start(), server
 
 
+async def _started(settings: Settings) -> tuple[str, EmbeddedServer | None]:
+    """`resolve_url` on a thread. Cancelled while the embedded server starts (Ctrl-C, SIGTERM),
+    it lets the start finish and stops the server again before passing the cancellation on: the
+    thread cannot be stopped midway, and a server it left behind would run with no owner."""
+    starting = asyncio.ensure_future(asyncio.to_thread(resolve_url, settings))
+    try:
+        return await asyncio.shield(starting)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            _, embedded = await starting
+            if embedded is not None:
+                await asyncio.to_thread(embedded.stop)
+        raise
+
+
 async def open_database(settings: Settings, *, pool_size: int = 10) -> Database:
     """Connect (starting the embedded server if no URL is configured) and check pgvector.
 
     Raises `UnsupportedDatabase` when the server's pgvector is too old.
     """
-    url, embedded = await asyncio.to_thread(resolve_url, settings)
+    url, embedded = await _started(settings)
     engine = create_async_engine(
         sqlalchemy_url(url),
         pool_size=pool_size,

@@ -31,6 +31,10 @@ from docqa.ingest.sandbox import Sandbox, SandboxFailed, SandboxPool, address_sp
 
 log = logging.getLogger(__name__)
 
+# What a document that no reader could make sense of says (code `corrupt`), whether the reader
+# raised or the child died without saying why.
+CORRUPT_MESSAGE = "This file is damaged or malformed, so it cannot be read."
+
 _context_lock = threading.Lock()
 _context: multiprocessing.context.ForkServerContext | None = None
 # Modules every extraction needs, imported once by the fork server instead of by every child.
@@ -119,7 +123,7 @@ def _read_one(
     except MemoryError:
         conn.send(("failed", "out_of_memory", _memory_message(limits)))
     except Exception:
-        conn.send(("failed", "corrupt", "This file is damaged or malformed, so it cannot be read."))
+        conn.send(("failed", "corrupt", CORRUPT_MESSAGE))
     return False
 
 
@@ -296,7 +300,7 @@ def _died(exitcode: int | None, limits: Limits) -> ExtractionFailed:
             "The reader crashed on this file (it may be damaged, or need more than the "
             f"{limits.memory_mb} MB of memory allowed).",
         )
-    return ExtractionFailed("corrupt", "This file is damaged or malformed, so it cannot be read.")
+    return ExtractionFailed("corrupt", CORRUPT_MESSAGE)
 
 
 def check_has_text(pages: list[Page], *, ocr: bool = True) -> None:
