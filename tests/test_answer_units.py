@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+import zlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -37,14 +38,15 @@ class WordCounter:
 
 
 class BagOfWordsEmbedder:
-    """A deterministic stand-in for the embedding model: hashed bags of content words."""
+    """A deterministic stand-in for the embedding model: hashed bags of content words. The hash
+    is CRC-32, not `hash()`, which differs from one process to the next (PYTHONHASHSEED)."""
 
     dim = 64
 
     def _vector(self, text: str) -> Vectors:
         v = np.zeros(self.dim, dtype=np.float32)
         for word in content_words(text):
-            v[hash(word) % self.dim] += 1.0
+            v[zlib.crc32(word.encode()) % self.dim] += 1.0
         norm = float(np.linalg.norm(v))
         return v / norm if norm else v
 
