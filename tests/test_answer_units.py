@@ -380,3 +380,28 @@ def test_claims_support_embeds_once_and_scores_each_citation(local_embedder: Any
     assert supports[0].score >= 0.5 > supports[1].score
     assert supports[2] == supports[0]
     assert claims_support([], Counting()) == []  # type: ignore[arg-type]
+
+
+def test_words_of_one_family_meet_where_the_stemmer_leaves_them_apart() -> None:
+    assert extractive.family("employee", {"employ", "employment", "emperor"}) == {
+        "employee",
+        "employ",
+    }
+    assert extractive.family("employ", {"employee", "employment", "emperor"}) == {
+        "employ",
+        "employee",
+        "employment",
+    }
+    # Short words stay themselves: "cost" is not "costume", "state" not "statement".
+    assert extractive.family("cost", {"costume"}) == {"cost"}
+    assert extractive.family("statement", {"state"}) == {"statement"}
+    question = "How many employees work in the plant?"
+    sentences = extractive.candidates(
+        [
+            hit(1, "At year end 93,516 people were employed full time."),
+            hit(2, "Sales grew in Asia Pacific last year."),
+        ]
+    )
+    employed, sales = extractive.lexical_scores(question, sentences)
+    assert employed > 0
+    assert sales == 0

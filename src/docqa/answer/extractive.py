@@ -40,6 +40,8 @@ FRAGMENT_PENALTY = 0.8
 # A sentence whose content words are nearly all the question's own restates it.
 RESTATES_BELOW = 0.34
 WORDS_PER_DELTA = 3
+# Words this long or longer meet the longer words they begin (`family`).
+FAMILY_PREFIX = 6
 
 _SPACE = re.compile(r"\s+")
 _NUMBER = re.compile(
@@ -149,21 +151,37 @@ def terms(text: str) -> set[str]:
     return {_stem(w) for w in content_words(text)}
 
 
+def family(term: str, vocabulary: set[str]) -> set[str]:
+    """`term` and the words of `vocabulary` of its family: one of at least `FAMILY_PREFIX`
+    letters begins the other ("employ" and "employee", "operat" and "operations"), which the
+    light stemmer leaves apart."""
+    if len(term) < FAMILY_PREFIX:
+        return {term}
+    return {term} | {
+        w
+        for w in vocabulary
+        if w.startswith(term) or (len(w) >= FAMILY_PREFIX and term.startswith(w))
+    }
+
+
 def lexical_scores(question: str, sentences: Sequence[Sentence], context: str = "") -> list[float]:
-    """The rarity-weighted share of the question's terms each sentence contains. Terms that
-    only the conversation before (`context`) has count for `CONTEXT_WEIGHT` of their rarity."""
+    """The rarity-weighted share of the question's terms each sentence contains (a word of the
+    term's `family` counts). Terms that only the conversation before (`context`) has count for
+    `CONTEXT_WEIGHT` of their rarity."""
     s_terms = [terms(s.text) for s in sentences]
     own = terms(question)
     weights = {t: CONTEXT_WEIGHT for t in terms(context) - own} | dict.fromkeys(own, 1.0)
     if not weights or not sentences:
         return [0.0] * len(sentences)
+    vocabulary = set().union(*s_terms)
+    families = {t: family(t, vocabulary) for t in weights}
     n = len(sentences)
     idf = {
-        t: w * math.log((n + 1) / (sum(t in st for st in s_terms) + 0.5))
+        t: w * math.log((n + 1) / (sum(bool(families[t] & st) for st in s_terms) + 0.5))
         for t, w in weights.items()
     }
     total = sum(idf.values()) or 1.0
-    return [sum(v for t, v in idf.items() if t in st) / total for st in s_terms]
+    return [sum(v for t, v in idf.items() if families[t] & st) / total for st in s_terms]
 
 
 def novelty(question_terms: set[str], sentence: str) -> float:
