@@ -204,13 +204,12 @@ export class Viewer {
       }
     }
     if (ticket !== this.ticket) return;
-    this.els.panel.removeAttribute("aria-busy");
-    this.els.body.classList.remove("loading");
     const pageText = read instanceof Error ? null : read;
     if (pageText) s.pages = pageText.page_count;
     this.#header();
     if (image) {
       await this.#showImage(image, ticket);
+      if (ticket !== this.ticket) return; // a newer render owns the panel now
     } else if (problem instanceof ApiError && problem.code === "no_page_image" && pageText) {
       this.#showText(pageText.text, page === Number(source.page));
     } else if (problem instanceof ApiError && problem.code === "document_not_found") {
@@ -222,6 +221,10 @@ export class Viewer {
       if (pageText) this.#showText(pageText.text, page === Number(source.page));
       else this.els.body.replaceChildren();
     }
+    // Busy until the page is on screen and scrolled to its quote, not merely fetched: the image
+    // is decoded after it arrives, and a zoomed one can take a moment.
+    this.els.panel.removeAttribute("aria-busy");
+    this.els.body.classList.remove("loading");
   }
 
   async #showImage(src, ticket) {
