@@ -140,11 +140,10 @@ def write_pageqa(folder: Path) -> Path:
     return folder
 
 
-def run_eval(
-    folder: Path, data_dir: Path, *args: str, **env: str
-) -> subprocess.CompletedProcess[str]:
+def eval_env(data_dir: Path, **env: str) -> dict[str, str]:
+    """The environment a `docqa eval` process runs in here: no DOCQA_ setting of the caller's."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("DOCQA_")}
-    clean |= {
+    return clean | {
         "DOCQA_DATA_DIR": str(data_dir),
         "DOCQA_LOG_LEVEL": "WARNING",
         "HF_HUB_OFFLINE": "1",
@@ -152,9 +151,14 @@ def run_eval(
         "TOKENIZERS_PARALLELISM": "false",
         **env,
     }
+
+
+def run_eval(
+    folder: Path, data_dir: Path, *args: str, **env: str
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "docqa", "eval", str(folder), *args],
-        env=clean,
+        env=eval_env(data_dir, **env),
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -252,11 +256,9 @@ def test_eval_stopped_with_sigterm_stops_its_database_and_removes_its_files(
     folder = write_pageqa(tmp_path / "tiny-pageqa")
     scratch = tmp_path / "tmp"
     scratch.mkdir()
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("DOCQA_")}
-    clean |= {"DOCQA_LOG_LEVEL": "WARNING", "HF_HUB_OFFLINE": "1", "TMPDIR": str(scratch)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "docqa", "eval", str(folder)],
-        env=clean,
+        env=eval_env(tmp_path / "data", TMPDIR=str(scratch)),
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

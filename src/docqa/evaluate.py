@@ -313,7 +313,7 @@ async def run_eval(
     """Ingest the folder's documents into a fresh owner (`ingested_run`) and score every mode
     on its queries."""
     dataset = load(folder, limit_docs, questions)
-    async with ingested_run(settings, dataset, progress or _quiet) as run:
+    async with ingested_run(settings, dataset, progress or no_progress) as run:
         db, embedder, owner_id, ingested = run.db, run.embedder, run.owner_id, run.ingested
         per_mode: dict[str, list[dict[str, float]]] = {}
         latencies: dict[str, list[float]] = {}
@@ -349,7 +349,8 @@ async def run_eval(
         return report
 
 
-def _quiet(stage: str, done: int, total: int) -> None:
+def no_progress(stage: str, done: int, total: int) -> None:
+    """A `ProgressFn` that reports nothing."""
     return None
 
 

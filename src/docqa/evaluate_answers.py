@@ -30,7 +30,7 @@ from docqa.answer import Answerer, Question
 from docqa.answer.support import MARKER, cited
 from docqa.db.models import Document
 from docqa.evalsets import DatasetError, EvalQuery, load
-from docqa.evaluate import ProgressFn, ingested_run
+from docqa.evaluate import ProgressFn, ingested_run, no_progress
 from docqa.search.rerank import make_reranker
 from docqa.settings import Settings
 
@@ -159,7 +159,7 @@ async def run_answer_eval(
     dataset = load(folder, limit_docs, questions)
     if dataset.kind != "pageqa":
         raise DatasetError(f"{folder}: answers are measured on a page-QA folder")
-    report_progress = progress or (lambda stage, done, total: None)
+    report_progress = progress or no_progress
     async with ingested_run(settings, dataset, report_progress) as run:
         async with run.db.session() as session:
             result = await session.execute(
