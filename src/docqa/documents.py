@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, text, update
+from sqlalchemy import String, and_, cast, delete, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -187,12 +187,11 @@ async def delete_document(db: Database, store: BlobStore, owner_id: str, documen
         result = await session.execute(
             delete(Document)
             .where(Document.owner_id == owner_id, Document.document_id == document_id)
-            .returning(Document.blob_key, Document.pk)
+            .returning(Document.blob_key, Document.pk, notify_returned())
         )
         row = result.one_or_none()
         if row is None:
             raise DocumentNotFound(f"There is no document with the id '{document_id}'.")
-        await notify_changed(session, row.pk)
     await store.delete(row.blob_key)
     await store.delete_prefix(f"pages/{row.pk.hex}/")
 
@@ -204,11 +203,19 @@ async def notify_changed(session: AsyncSession, pk: uuid.UUID) -> None:
     )
 
 
+def notify_returned() -> Any:
+    """A RETURNING column that wakes every event stream watching the updated row's document when
+    the transaction commits: the notification rides on the UPDATE, not a round trip of its own,
+    and is sent only for a row that was updated."""
+    return func.pg_notify(PROGRESS_CHANNEL, cast(Document.pk, String))
+
+
 async def set_progress(session: AsyncSession, pk: uuid.UUID, **values: Any) -> None:
     """Update a document's status/progress and wake every event stream watching it.
 
     Runs inside the caller's transaction, so progress lands together with the work it reports.
     """
     values["updated_at"] = func.now()
-    await session.execute(update(Document).where(Document.pk == pk).values(**values))
-    await notify_changed(session, pk)
+    await session.execute(
+        update(Document).where(Document.pk == pk).values(**values).returning(notify_returned())
+    )

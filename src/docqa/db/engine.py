@@ -221,8 +221,13 @@ async def _started(settings: Settings) -> tuple[str, EmbeddedServer | None]:
         raise
 
 
-async def open_database(settings: Settings, *, pool_size: int = 10) -> Database:
+async def open_database(
+    settings: Settings, *, pool_size: int = 10, max_overflow: int | None = None
+) -> Database:
     """Connect (starting the embedded server if no URL is configured) and check pgvector.
+
+    `pool_size` connections stay open; `max_overflow` more (as many again by default) are opened
+    when all are busy and closed as soon as they are returned.
 
     Raises `UnsupportedDatabase` when the server's pgvector is too old.
     """
@@ -230,7 +235,7 @@ async def open_database(settings: Settings, *, pool_size: int = 10) -> Database:
     engine = create_async_engine(
         sqlalchemy_url(url),
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=pool_size if max_overflow is None else max_overflow,
         pool_pre_ping=True,
         # No server-side prepared statements. psycopg prepares a query after its fifth run on a
         # connection, and PostgreSQL may then plan it once for any parameters: BM25 and the

@@ -14,14 +14,14 @@ import time
 import uuid
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import ARRAY, Integer, delete, func, literal, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from docqa.db.engine import Database
 from docqa.db.models import Chunk, Document
 from docqa.db.models import Page as PageRow
-from docqa.documents import TERMINAL, notify_changed, set_progress
+from docqa.documents import TERMINAL, notify_returned, set_progress
 from docqa.formats.geometry import rects_for_span
 from docqa.formats.page import Page
 from docqa.ingest.chunk import ChunkSpec
@@ -31,7 +31,14 @@ from docqa.search.index import index_terms
 async def start(db: Database, pk: uuid.UUID) -> tuple[Document | None, str, set[int]]:
     """Claim document `pk`: status `processing`, progress back to 0. Returns the document, its
     status, and the chunk numbers an earlier attempt stored; the document is None (with its
-    status, or "deleted") when it is gone or already ready or failed."""
+    status, or "deleted") when it is gone or already ready or failed.
+
+    One statement: the claim returns the stored chunk numbers and sends the notification."""
+    stored_seqs = (
+        select(func.coalesce(func.array_agg(Chunk.seq), literal([], ARRAY(Integer))))
+        .where(Chunk.document_pk == Document.pk)
+        .scalar_subquery()
+    )
     async with db.session() as session, session.begin():
         claimed = await session.execute(
             update(Document)
@@ -46,15 +53,13 @@ async def start(db: Database, pk: uuid.UUID) -> tuple[Document | None, str, set[
                 error_message=None,
                 updated_at=func.now(),
             )
-            .returning(Document)
+            .returning(Document, stored_seqs, notify_returned())
         )
-        doc = claimed.scalar_one_or_none()
-        if doc is None:
+        row = claimed.one_or_none()
+        if row is None:
             status = await session.scalar(select(Document.status).where(Document.pk == pk))
             return None, status or "deleted", set()
-        await notify_changed(session, pk)
-        stored = await session.execute(select(Chunk.seq).where(Chunk.document_pk == pk))
-        return doc, "processing", set(stored.scalars())
+        return row[0], "processing", set(row[1])
 
 
 async def write_chunks(db: Database, rows: list[dict[str, Any]]) -> None:
@@ -101,6 +106,10 @@ async def finish(
             progress_total=chunks,
             percent=100.0,
             page_count=len(pages),
+            chunk_count=select(func.count()).where(Chunk.document_pk == doc.pk).scalar_subquery(),
+            token_count=select(func.coalesce(func.sum(Chunk.token_count), 0))
+            .where(Chunk.document_pk == doc.pk)
+            .scalar_subquery(),
             timings={k: round(v, 4) for k, v in timings.items()},
         )
 

@@ -1,4 +1,4 @@
-"""The lexical index: a document's postings and totals, written when it becomes ready.
+"""The lexical index: a document's postings, written when it becomes ready.
 
 Ingestion writes it and `search.lexical` reads it, just as the vectors are written at ingest and
 read at query time.
@@ -26,21 +26,11 @@ _INDEX_TERMS_SQL = text(
     """
 )
 
-_DOCUMENT_TOTALS_SQL = text(
-    """
-    UPDATE documents d SET chunk_count = s.n, token_count = s.tokens
-    FROM (SELECT count(*) AS n, coalesce(sum(c.token_count), 0) AS tokens
-          FROM chunks c WHERE c.document_pk = :pk) s
-    WHERE d.pk = :pk
-    """
-)
-
 
 async def index_terms(session: AsyncSession, document_pk: uuid.UUID) -> None:
-    """Write a document's postings and its chunk and token totals, from its stored chunks.
+    """Write a document's postings, from its stored chunks.
 
     Call it once, in the transaction that makes the document ready: retrieval searches ready
     documents only, so their postings are always complete.
     """
     await session.execute(_INDEX_TERMS_SQL, {"pk": document_pk})
-    await session.execute(_DOCUMENT_TOTALS_SQL, {"pk": document_pk})
