@@ -2,10 +2,11 @@
 bf16 weights against fp32.
 
 PyTorch's CPU kernels keep a team of OpenMP threads per calling thread, and each team spins for a
-while after a call. `LocalEmbedder` runs every forward pass on one thread of its own. The
-baseline calls the same model the way a plain `asyncio.to_thread(model.encode, ...)` would, from
-whichever executor thread is free. Once several threads have called the model their teams stay,
-so the order is fixed: the embedder's own thread first, the baseline after, in the same process.
+while after a call. `LocalEmbedder` runs every forward pass on a lane of its own, one core each,
+which keeps no team. The baseline calls the same model the way a plain
+`asyncio.to_thread(model.encode, ...)` would, from whichever executor thread is free, on every
+core. Once several threads have called the model their teams stay, so the order is fixed:
+docqa's lanes first, the baseline after, in the same process.
 
 Run: .venv/bin/python benchmarks/bench_embed_threads.py [--queries 200]
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import time
@@ -22,8 +24,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import torch
+
 from benchmarks.common import cpu_note, pct
-from docqa.ingest.embed import QUERY_THREADS, LocalEmbedder, cpu_supports_bf16
+from docqa.ingest.embed import LocalEmbedder, cpu_supports_bf16
 
 WARMUP = 10
 
@@ -53,30 +57,35 @@ async def main(n: int) -> None:
     fp32 = LocalEmbedder("fp32")
     print(
         f"bench_embed_threads: {n} queries, {cpu_note()}, bf16 CPU: {cpu_supports_bf16()}, "
-        f"docqa's precision: {embedder.precision}, {QUERY_THREADS} thread(s) per query"
+        f"docqa's precision: {embedder.precision}, {embedder.lanes} one-core lanes"
     )
 
-    def on_own_thread(model: LocalEmbedder, threads: int) -> Callable[[str], Awaitable[object]]:
+    def on_lane(model: LocalEmbedder) -> Callable[[str], Awaitable[object]]:
         async def call(q: str) -> object:
-            return await asyncio.to_thread(model._on_model_thread, [q], threads)
+            return await asyncio.to_thread(model.embed_query, q)
 
         return call
 
     def on_any_thread(threads: int) -> Callable[[str], Awaitable[object]]:
+        def encode(q: str) -> object:
+            torch.set_num_threads(threads)
+            return embedder._encode([q])
+
         async def call(q: str) -> object:
-            return await asyncio.to_thread(embedder._encode, [q], threads)
+            return await asyncio.to_thread(encode, q)
 
         return call
 
-    docqa = on_own_thread(embedder, QUERY_THREADS)
-    report(f"own thread, {QUERY_THREADS} core (docqa)", await timed(docqa, qs))
-    report("own thread, 2 cores", await timed(on_own_thread(embedder, 2), qs))
-    report("own thread, fp32 weights, 1 core", await timed(on_own_thread(fp32, 1), qs))
-    # Baseline: the same pass on whichever executor thread asyncio hands out. It leaves a
-    # spinning thread team behind, so it runs after the others, and the last line shows what
-    # it leaves behind for the embedder's own thread.
-    report("baseline: any executor thread, 2 cores", await timed(on_any_thread(2), qs))
-    report("own thread, 2 cores, after the baseline", await timed(on_own_thread(embedder, 2), qs))
+    report("a lane, one core (docqa)", await timed(on_lane(embedder), qs))
+    report("a lane, fp32 weights, one core", await timed(on_lane(fp32), qs))
+    # Baseline: the same pass on whichever executor thread asyncio hands out, on every core. It
+    # leaves spinning thread teams behind, so it runs after the others, and the last line shows
+    # what it leaves behind for docqa's lanes.
+    report(
+        f"baseline: any executor thread, {os.cpu_count()} cores",
+        await timed(on_any_thread(os.cpu_count() or 1), qs),
+    )
+    report("a lane, one core, after the baseline", await timed(on_lane(embedder), qs))
 
 
 if __name__ == "__main__":

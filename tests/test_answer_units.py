@@ -42,6 +42,7 @@ class BagOfWordsEmbedder:
     is CRC-32, not `hash()`, which differs from one process to the next (PYTHONHASHSEED)."""
 
     dim = 64
+    lanes = 1
 
     def _vector(self, text: str) -> Vectors:
         v = np.zeros(self.dim, dtype=np.float32)

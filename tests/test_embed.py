@@ -32,3 +32,18 @@ def test_bf16_weights_give_the_fp32_vectors(local_embedder: Any) -> None:
     # And the nearest passage does not change.
     query = bf16.embed_query(QUESTION)
     assert int(np.argmax(bf16.embed_documents(PASSAGES) @ query)) == 0
+
+
+def test_a_call_split_across_lanes_gives_each_text_its_own_vector_in_order(
+    local_embedder: Any,
+) -> None:
+    """Batches of two, run side by side on two one-core lanes, against one batch of all."""
+    lanes = LocalEmbedder(local_embedder.precision, batch_size=2, lanes=2)
+    lanes._model = local_embedder.model  # the same weights, loaded once
+    texts = [*PASSAGES, QUESTION, "A fifth text, alone in the last batch."]
+    split = lanes.embed_documents(texts)
+    whole = local_embedder.embed_documents(texts)
+    assert split.shape == whole.shape == (5, 384)
+    # Each row is its own text's vector (batches pad differently, so not bit for bit).
+    assert (split * whole).sum(axis=1).min() > 0.9999
+    assert lanes.embed_documents([]).shape == (0, 384)

@@ -17,6 +17,7 @@ from docqa.ingest.embed import Vectors
 
 class RecordingEmbedder:
     dim = 8
+    lanes = 1
 
     def __init__(self, poison: str | None = None, delay_s: float = 0.01) -> None:
         self.batches: list[list[str]] = []
@@ -134,3 +135,33 @@ async def test_no_texts_no_batch() -> None:
     assert (await queue.embed([])).shape == (0, embedder.dim)
     await queue.aclose()
     assert embedder.batches == []
+
+
+async def test_with_two_lanes_two_batches_run_at_once_and_each_text_keeps_its_vector() -> None:
+    embedder = RecordingEmbedder(delay_s=0.2)
+    running, most = 0, 0
+    lock = threading.Lock()
+    embed = embedder.embed_documents
+
+    def counting(texts: list[str]) -> Vectors:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        try:
+            return embed(texts)
+        finally:
+            with lock:
+                running -= 1
+
+    embedder.embed_documents = counting  # type: ignore[method-assign]
+    queue = EmbedQueue(embedder, batch_size=2, lanes=2)
+    docs = [doc(name, 3) for name in "abc"]
+    try:
+        got = await asyncio.gather(*(queue.embed(texts) for texts in docs))
+    finally:
+        await queue.aclose()
+    assert most == 2
+    for texts, vectors in zip(docs, got, strict=True):
+        np.testing.assert_array_equal(vectors, expected(texts))
+    assert sorted(queue.stats.sizes) == [1, 2, 2, 2, 2]

@@ -46,16 +46,18 @@ class QueueStats:
 
 
 class EmbedQueue:
-    """Embeds the texts of many callers in shared batches, one batch at a time.
+    """Embeds the texts of many callers in shared batches, `lanes` batches at a time.
 
-    `embed()` may be awaited from any number of tasks on one event loop. The batches run on a
-    thread (the embedder blocks); a caller that is cancelled leaves its texts out of later
+    `embed()` may be awaited from any number of tasks on one event loop. The batches run on
+    threads (the embedder blocks); a new batch is taken as soon as a lane is free, so what
+    waited meanwhile fills it. A caller that is cancelled leaves its texts out of later
     batches. A failed batch fails every caller with texts in it.
     """
 
-    def __init__(self, embedder: Embedder, batch_size: int) -> None:
+    def __init__(self, embedder: Embedder, batch_size: int, lanes: int = 1) -> None:
         self.embedder = embedder
         self.batch_size = batch_size
+        self.lanes = max(1, lanes)
         self.stats = QueueStats()
         self._waiting: deque[_Request] = deque()
         self._wake: asyncio.Event | None = None
@@ -99,35 +101,54 @@ class EmbedQueue:
         return parts
 
     async def _run(self, wake: asyncio.Event) -> None:
-        while True:
-            if not self._waiting:
-                wake.clear()
-                await wake.wait()
-                continue
-            parts = self._take()
-            if not parts:
-                continue
-            texts = [t for p in parts for t in p.request.texts[p.start : p.end]]
-            try:
-                vectors = await asyncio.to_thread(self.embedder.embed_documents, texts)
-            except asyncio.CancelledError:
-                for part in parts:
-                    part.request.future.cancel()
-                raise
-            except Exception as exc:
-                for part in parts:
-                    if not part.request.future.done():
-                        part.request.future.set_exception(exc)
-                continue
-            self._record(len(texts))
-            offset = 0
+        free = asyncio.Semaphore(self.lanes)
+        running: set[asyncio.Task[None]] = set()
+
+        def ended(task: asyncio.Task[None]) -> None:
+            running.discard(task)
+            free.release()
+
+        try:
+            while True:
+                if not self._waiting:
+                    wake.clear()
+                    await wake.wait()
+                    continue
+                await free.acquire()
+                parts = self._take()
+                if not parts:
+                    free.release()
+                    continue
+                task = asyncio.get_running_loop().create_task(self._batch(parts))
+                running.add(task)
+                task.add_done_callback(ended)
+        finally:
+            for task in list(running):
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+
+    async def _batch(self, parts: list[_Part]) -> None:
+        texts = [t for p in parts for t in p.request.texts[p.start : p.end]]
+        try:
+            vectors = await asyncio.to_thread(self.embedder.embed_documents, texts)
+        except asyncio.CancelledError:
             for part in parts:
-                request, n = part.request, part.end - part.start
-                request.vectors[part.start : part.end] = vectors[offset : offset + n]
-                offset += n
-                request.done += n
-                if request.done == len(request.texts) and not request.future.done():
-                    request.future.set_result(request.vectors)
+                part.request.future.cancel()
+            raise
+        except Exception as exc:
+            for part in parts:
+                if not part.request.future.done():
+                    part.request.future.set_exception(exc)
+            return
+        self._record(len(texts))
+        offset = 0
+        for part in parts:
+            request, n = part.request, part.end - part.start
+            request.vectors[part.start : part.end] = vectors[offset : offset + n]
+            offset += n
+            request.done += n
+            if request.done == len(request.texts) and not request.future.done():
+                request.future.set_result(request.vectors)
 
     def _record(self, size: int) -> None:
         self.stats.batches += 1

@@ -7,8 +7,9 @@ offline). It is loaded once per process and always called from a thread, never o
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
-from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,8 +23,6 @@ log = logging.getLogger(__name__)
 Vectors = npt.NDArray[np.float32]
 # The model reads at most this many word pieces, counting [CLS] and [SEP].
 MODEL_MAX_TOKENS = 256
-# Threads for one query's forward pass (see LocalEmbedder).
-QUERY_THREADS = 1
 
 
 def bundled_model_dir() -> Path:
@@ -54,6 +53,8 @@ class Tokenizer:
 
 class Embedder(Protocol):
     dim: int
+    # How many batches it runs at once, to advantage (`EmbedQueue` keeps that many going).
+    lanes: int
 
     def embed_documents(self, texts: list[str]) -> Vectors:
         """Unit-length vectors for passages. Blocking: call from a thread."""
@@ -80,27 +81,42 @@ class LocalEmbedder:
     (`benchmarks/bench_embed_threads.py`). Weights cast once also beat bf16 autocast, which
     casts every weight on every call and made a single query slower than fp32.
 
-    Threads: every forward pass runs on one thread that the embedder owns. PyTorch's CPU kernels
-    keep a team of OpenMP threads per calling thread, and a team spins for a while after each
-    call: with calls arriving from several threads (the event loop's executor hands out any of
-    its threads), the idle teams spin against the working one, and a query took twice as long
-    (`benchmarks/bench_embed_threads.py`). One thread means one team. Batches use every core; a
-    query uses one (`QUERY_THREADS`): retrieval embeds the question while PostgreSQL ranks BM25,
-    and a pass that wants both cores keeps waiting on the one PostgreSQL holds. Hybrid
-    `retrieve()` on 10k chunks took 23-25 ms that way against 28-30 ms on both cores.
+    Threads: forward passes run on the embedder's own *lanes*, one thread per usable core, each
+    pass on one core. Batches of many texts are split across the lanes. Two one-core passes side
+    by side encode a batch stream about 10% faster than one pass at a time on both cores
+    (`benchmarks/bench_ingest.py`, "model alone"): a two-core pass makes both threads meet
+    after every operation, and whatever else takes a core for a moment (reading a file,
+    PostgreSQL, the event loop) stalls both. On one core a pass never waits for another thread.
+    It also leaves no team of OpenMP threads spinning after a call, which made a query take
+    twice as long when calls came from several threads (`benchmarks/bench_embed_threads.py`). A
+    query is one pass on one lane: retrieval embeds the question while PostgreSQL ranks BM25.
     """
 
     dim = 384
 
-    def __init__(self, precision: str = "auto", batch_size: int = 64) -> None:
+    def __init__(
+        self, precision: str = "auto", batch_size: int = 64, lanes: int | None = None
+    ) -> None:
         if precision == "auto":
             precision = "bf16" if cpu_supports_bf16() else "fp32"
         self.precision = precision
         self.batch_size = batch_size
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="docqa-embed")
+        self.lanes = lanes or usable_cores()
+        self._lanes = ThreadPoolExecutor(
+            max_workers=self.lanes, thread_name_prefix="docqa-embed", initializer=_one_core
+        )
+        self._loading = threading.Lock()
+        self._model: Any = None
 
-    @cached_property
+    @property
     def model(self) -> Any:
+        """The model, loaded on first use (once, though several lanes may ask at once)."""
+        with self._loading:
+            if self._model is None:
+                self._model = self._load()
+            return self._model
+
+    def _load(self) -> Any:
         import torch
         from sentence_transformers import SentenceTransformer
 
@@ -113,38 +129,53 @@ class LocalEmbedder:
         log.info("embedding model loaded", extra={"precision": self.precision})
         return model
 
-    def _encode(self, texts: list[str], threads: int | None = None) -> Vectors:
+    def _encode(self, texts: list[str]) -> Vectors:
         import torch
 
         model = self.model
-        every_core = torch.get_num_threads()
-        if threads is not None:
-            torch.set_num_threads(threads)
-        try:
-            with torch.inference_mode():
-                out = model.encode(
-                    texts,
-                    batch_size=self.batch_size,
-                    normalize_embeddings=True,
-                    convert_to_numpy=True,
-                    show_progress_bar=False,
-                )
-        finally:
-            torch.set_num_threads(every_core)
+        with torch.inference_mode():
+            out = model.encode(
+                texts,
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
         vectors: Vectors = np.asarray(out, dtype=np.float32)
         return vectors
 
-    def _on_model_thread(self, texts: list[str], threads: int | None = None) -> Vectors:
-        # The caller is already off the event loop; it waits here while the model's own thread
-        # runs the pass. Calls from several threads queue up, one pass at a time.
-        return self._thread.submit(self._encode, texts, threads).result()
-
     def embed_documents(self, texts: list[str]) -> Vectors:
-        return self._on_model_thread(texts)
+        """Blocking. The caller is already off the event loop and waits here while the lanes
+        run the batches: `batch_size` texts each, as many at once as there are lanes."""
+        if not texts:
+            return np.empty((0, self.dim), dtype=np.float32)
+        size = self.batch_size
+        passes = [
+            self._lanes.submit(self._encode, texts[i : i + size])
+            for i in range(0, len(texts), size)
+        ]
+        if len(passes) == 1:
+            return passes[0].result()
+        return np.concatenate([p.result() for p in passes])
 
     def embed_query(self, text: str) -> Vectors:
-        first: Vectors = self._on_model_thread([text], QUERY_THREADS)[0]
+        first: Vectors = self._lanes.submit(self._encode, [text]).result()[0]
         return first
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (a `taskset` or container limit counts)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _one_core() -> None:
+    """A lane's forward passes use its own thread only (the setting is per thread)."""
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def _token_vectors_to_float32(module: Any, args: Any, features: dict[str, Any]) -> dict[str, Any]:
@@ -163,6 +194,7 @@ class RemoteEmbedder:
         self._client = OpenAI(base_url=base_url, api_key=api_key, timeout=60.0, max_retries=2)
         self._model = model
         self.dim = dim
+        self.lanes = 1
 
     def embed_documents(self, texts: list[str]) -> Vectors:
         response = self._client.embeddings.create(model=self._model, input=texts)

@@ -17,6 +17,7 @@ import functools
 import logging
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,9 @@ log = logging.getLogger(__name__)
 # for embedding; the rest is indexing at the end. Reading and embedding overlap.
 READ_SHARE, OCR_READ_SHARE, DONE_SHARE = 10.0, 60.0, 99.0
 # Progress is written at most this often, the first time after PROGRESS_FIRST_S: a document
-# done sooner (a one-page note) writes no progress, only its start and its end.
+# done sooner writes no progress, only its start and its end. Nor does one read in full whose
+# chunks all fit in one embedding batch (a one-page note waiting its turn for the model among
+# many): its next news is that it is ready.
 PROGRESS_EVERY_S = 0.25
 PROGRESS_FIRST_S = 1.0
 
@@ -64,7 +67,9 @@ class Runtime:
     def __post_init__(self) -> None:
         s = self.settings
         self.sandboxes = make_pool(s.extract_sandboxes, s.extract_sandbox_documents)
-        self.embeddings = EmbedQueue(self.embedder, s.embedding_batch_size)
+        self.embeddings = EmbedQueue(
+            self.embedder, s.embedding_batch_size, lanes=self.embedder.lanes
+        )
 
     async def aclose(self) -> None:
         await self.embeddings.aclose()
@@ -277,6 +282,8 @@ async def _report_progress(rt: Runtime, doc: Document, progress: _Progress) -> N
     while True:
         await progress.changed.wait()
         progress.changed.clear()
+        if progress.read and progress.chunks <= rt.settings.embedding_batch_size:
+            continue
         async with rt.db.session() as session, session.begin():
             count = select(func.count()).where(Chunk.document_pk == doc.pk).scalar_subquery()
             await set_progress(session, doc.pk, chunk_count=count, **progress.view())
@@ -284,8 +291,10 @@ async def _report_progress(rt: Runtime, doc: Document, progress: _Progress) -> N
 
 
 class _Indexer:
-    """Embeds batches (in the shared queue) and writes each one while the next is embedded;
-    the last one is left to `records.finish`."""
+    """Embeds batches (in the shared queue) and writes each one while later ones are embedded;
+    the last one is left to `records.finish`. As many batches are embedded at once as the
+    queue has lanes, and one more waits its turn, so that a lane is never idle while a batch
+    is written."""
 
     def __init__(self, rt: Runtime, doc: Document, stored: set[int], progress: _Progress) -> None:
         self.rt, self.doc, self.stored, self.progress = rt, doc, stored, progress
@@ -294,7 +303,7 @@ class _Indexer:
         self.write_s = 0.0
         self._first_embed: float | None = None
         self._last_embed = 0.0
-        self._pending: tuple[list[dict[str, Any]], asyncio.Future[Vectors]] | None = None
+        self._pending: deque[tuple[list[dict[str, Any]], asyncio.Future[Vectors]]] = deque()
 
     @property
     def embed_s(self) -> float:
@@ -315,18 +324,18 @@ class _Indexer:
         if not todo:
             return  # written by an earlier attempt
         rows = [records.chunk_row(self.doc, c, pages[c.page_no]) for c in todo]
-        started = asyncio.ensure_future(self._embed(todo))
+        self._pending.append((rows, asyncio.ensure_future(self._embed(todo))))
         self.embedded += len(todo)
-        await self._flush()
-        self._pending = (rows, started)
+        while len(self._pending) > self.rt.embeddings.lanes:
+            await self._flush()
 
     async def _embedded_rows(self) -> list[dict[str, Any]]:
-        """The pending batch's rows, with their vectors, once embedded."""
-        if self._pending is None:
+        """The oldest pending batch's rows, with their vectors, once embedded."""
+        if not self._pending:
             return []
-        rows, future = self._pending
-        self._pending = None
+        rows, future = self._pending[0]
         vectors = await future
+        self._pending.popleft()
         for row, vector in zip(rows, vectors, strict=True):
             row["embedding"] = vector
         return rows
@@ -343,11 +352,13 @@ class _Indexer:
 
     async def finish(self) -> list[dict[str, Any]]:
         """The last batch's rows, embedded: written with the document's other final rows."""
+        while len(self._pending) > 1:
+            await self._flush()
         return await self._embedded_rows()
 
     async def cancel(self) -> None:
-        if self._pending is not None:
-            self._pending[1].cancel()
+        while self._pending:
+            _, future = self._pending.popleft()
+            future.cancel()
             with contextlib.suppress(BaseException):
-                await self._pending[1]
-            self._pending = None
+                await future
