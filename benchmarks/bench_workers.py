@@ -33,6 +33,8 @@ from tests.stack import Proc, start_worker
 
 from benchmarks.common import bench_stack, shared_file
 
+EXTRA_ENV = dict(a.split("=", 1) for a in os.environ.get("BENCH_ENV", "").split() if a)
+
 
 def load() -> str:
     one, five, _ = os.getloadavg()
@@ -91,7 +93,7 @@ def stages(database_url: str) -> dict[str, float]:
 
 
 def run(files: list[Path], workers: int) -> tuple[float, dict[str, float], int]:
-    with bench_stack(worker=False) as st:
+    with bench_stack(worker=False, **EXTRA_ENV) as st:
         procs: list[Proc] = []
         try:
             if workers == 1:

@@ -165,3 +165,24 @@ async def test_with_two_lanes_two_batches_run_at_once_and_each_text_keeps_its_ve
     for texts, vectors in zip(docs, got, strict=True):
         np.testing.assert_array_equal(vectors, expected(texts))
     assert sorted(queue.stats.sizes) == [1, 2, 2, 2, 2]
+
+
+async def test_a_lone_batch_is_shared_out_over_the_free_lanes() -> None:
+    """One document's one batch, with two lanes free: half each, not all on one core."""
+    embedder = RecordingEmbedder()
+    queue = EmbedQueue(embedder, batch_size=8, lanes=2)
+    texts = doc("a", 8)
+    try:
+        got = await queue.embed(texts)
+    finally:
+        await queue.aclose()
+    np.testing.assert_array_equal(got, expected(texts))
+    assert sorted(map(len, embedder.batches)) == [4, 4]
+    # One lane: the whole batch.
+    one = RecordingEmbedder()
+    queue = EmbedQueue(one, batch_size=8, lanes=1)
+    try:
+        await queue.embed(texts)
+    finally:
+        await queue.aclose()
+    assert one.batches == [texts]

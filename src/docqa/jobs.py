@@ -6,8 +6,9 @@ LISTEN/NOTIFY, send heartbeats, and retry the jobs of workers that stopped sendi
 
 A worker runs two lanes: files up to `SMALL_DOCUMENT_KB` go to their own queue, which a worker
 takes many at a time (their chunks then share embedding batches), and larger files go to
-`ingest`, taken `WORKER_CONCURRENCY` (1) at a time, so that a big file is not slowed by its
-peers, and a worker never holds more big jobs than it runs while another worker idles.
+`ingest`, taken `WORKER_CONCURRENCY` (2) at a time: a second big file keeps the model busy
+while the first is read or written, and a worker never holds more big jobs than it runs while
+another worker idles.
 """
 
 from __future__ import annotations

@@ -97,8 +97,9 @@ class Settings(BaseSettings):
 
     worker: bool = Field(default=True, description="run an in-process worker inside `serve`")
     migrate_on_start: bool = Field(default=True, description="apply migrations when starting")
+    # Two: one document's reading and writing leave the model idle; a second fills the gaps.
     worker_concurrency: int = Field(
-        default=1, ge=1, description="documents larger than SMALL_DOCUMENT_KB processed at once"
+        default=2, ge=1, description="documents larger than SMALL_DOCUMENT_KB processed at once"
     )
     # Many small documents at once (docs/ingestion.md): their chunks share embedding batches.
     small_document_kb: int = Field(

@@ -50,7 +50,8 @@ class EmbedQueue:
 
     `embed()` may be awaited from any number of tasks on one event loop. The batches run on
     threads (the embedder blocks); a new batch is taken as soon as a lane is free, so what
-    waited meanwhile fills it. A caller that is cancelled leaves its texts out of later
+    waited meanwhile fills it, and what waits is shared out when it is less than a batch per
+    free lane. A caller that is cancelled leaves its texts out of later
     batches. A failed batch fails every caller with texts in it.
     """
 
@@ -83,10 +84,16 @@ class EmbedQueue:
         assert self._wake is not None
         return self._wake
 
-    def _take(self) -> list[_Part]:
-        """The next batch: up to `batch_size` texts from the oldest requests."""
+    def _size(self, idle: int) -> int:
+        """The next batch's size, with `idle` lanes free: a full batch, or an equal share of
+        what waits when that is less than a batch per free lane, so that a document's lone
+        batch still keeps every core busy."""
+        waiting = sum(len(r.texts) - r.taken for r in self._waiting if not r.future.done())
+        return max(1, min(self.batch_size, -(-waiting // max(1, idle))))
+
+    def _take(self, room: int) -> list[_Part]:
+        """The next batch: up to `room` texts from the oldest requests."""
         parts: list[_Part] = []
-        room = self.batch_size
         while room and self._waiting:
             request = self._waiting[0]
             if request.future.done():  # cancelled, or failed with an earlier batch
@@ -115,7 +122,7 @@ class EmbedQueue:
                     await wake.wait()
                     continue
                 await free.acquire()
-                parts = self._take()
+                parts = self._take(self._size(idle=self.lanes - len(running)))
                 if not parts:
                     free.release()
                     continue
