@@ -23,6 +23,12 @@ log = logging.getLogger(__name__)
 Vectors = npt.NDArray[np.float32]
 # The model reads at most this many word pieces, counting [CLS] and [SEP].
 MODEL_MAX_TOKENS = 256
+# Most texts in one forward pass of the local model. A pass pads its texts to the longest, so
+# texts of similar length go together. On one-core lanes, passes of 16 encoded 1,050 chunks in
+# 10.7 to 11.0 s against 12.1 to 12.6 s for passes of 64 (less padding, and activations that
+# stay in cache), and a call of a few texts still keeps every lane busy: the extractive
+# answerer's 24 sentences took 26 ms in two passes against 51 ms in one.
+PASS_TEXTS = 16
 
 
 def bundled_model_dir() -> Path:
@@ -82,7 +88,8 @@ class LocalEmbedder:
     casts every weight on every call and made a single query slower than fp32.
 
     Threads: forward passes run on the embedder's own *lanes*, one thread per usable core, each
-    pass on one core. Batches of many texts are split across the lanes. Two one-core passes side
+    pass on one core. A call's texts are sorted by length and cut into passes of at most
+    `PASS_TEXTS`, spread over the lanes. Two one-core passes side
     by side encode a batch stream about 10% faster than one pass at a time on both cores
     (`benchmarks/bench_ingest.py`, "model alone"): a two-core pass makes both threads meet
     after every operation, and whatever else takes a core for a moment (reading a file,
@@ -146,17 +153,20 @@ class LocalEmbedder:
 
     def embed_documents(self, texts: list[str]) -> Vectors:
         """Blocking. The caller is already off the event loop and waits here while the lanes
-        run the batches: `batch_size` texts each, as many at once as there are lanes."""
+        run the passes: texts of similar length together, at most `PASS_TEXTS` (and
+        `batch_size`) a pass, as many passes at once as there are lanes."""
         if not texts:
             return np.empty((0, self.dim), dtype=np.float32)
-        size = self.batch_size
-        passes = [
-            self._lanes.submit(self._encode, texts[i : i + size])
-            for i in range(0, len(texts), size)
-        ]
-        if len(passes) == 1:
-            return passes[0].result()
-        return np.concatenate([p.result() for p in passes])
+        most = max(1, min(PASS_TEXTS, self.batch_size))
+        count = max(-(-len(texts) // most), min(self.lanes, len(texts)))
+        size = -(-len(texts) // count)  # equal passes: a few texts still use every lane
+        by_length = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        groups = [by_length[i : i + size] for i in range(0, len(texts), size)]
+        passes = [self._lanes.submit(self._encode, [texts[i] for i in g]) for g in groups]
+        vectors = np.empty((len(texts), self.dim), dtype=np.float32)
+        for group, done in zip(groups, passes, strict=True):
+            vectors[group] = done.result()
+        return vectors
 
     def embed_query(self, text: str) -> Vectors:
         first: Vectors = self._lanes.submit(self._encode, [text]).result()[0]
