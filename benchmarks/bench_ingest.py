@@ -199,12 +199,12 @@ async def ingest_one(url: str, pdf: Path) -> tuple[float, dict[str, object]]:
         return time.perf_counter() - t0, doc
 
 
-def large(pdf: Path, settings: Settings, precision: str) -> None:
+def large(pdf: Path, settings: Settings, precision: str, env: dict[str, str]) -> None:
     pages = extract_pages(pdf, "pdf", Limits(settings.max_pages, 300, 2048))
     chunks = chunk_pages(pages, Tokenizer(), settings.chunk_tokens, settings.chunk_overlap_tokens)
     print(load())
     alone = [model_alone(chunks, precision, settings)]
-    with bench_stack(worker=True) as stack:
+    with bench_stack(worker=True, **env) as stack:
         # Let the worker load its model before the clock starts, as a running service has.
         time.sleep(8)
         meter = CpuMeter(stack_pids(stack))
@@ -366,11 +366,11 @@ def main() -> None:
     args = parser.parse_args()
     settings = Settings()
     precision = "bf16" if cpu_supports_bf16() else "fp32"
+    env = dict(item.split("=", 1) for item in args.env)
     if args.case == "large":
         pdf = args.pdf or shared_file("mmlongbench", "documents", "3M_2018_10K.pdf")
-        large(pdf, settings, precision)
+        large(pdf, settings, precision, env)
     else:
-        env = dict(item.split("=", 1) for item in args.env)
         small(args.docs, args.clients, settings, precision, env)
 
 
