@@ -246,3 +246,21 @@ def test_serve_starts_and_stops_an_embedded_database(stack: Stack, tmp_path: Pat
     assert proc.popen.returncode in (0, -15)
     assert "Application shutdown complete" in proc.log_path.read_text()
     assert not embedded_postgres(), "and stopped it on exit"
+
+
+def test_serve_on_a_port_in_use_says_so_and_exits_1(tmp_path: Path) -> None:
+    """Checked before anything starts: uvicorn would find out only after the app (and its
+    database) had started, and the process then stayed up with nothing to serve."""
+    import socket
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCQA_")}
+    env |= {"DOCQA_DATA_DIR": str(tmp_path / "d")}
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = docqa("serve", "--port", str(port), env=env, timeout=60)
+    assert done.returncode == 1
+    assert f"Port {port} on 127.0.0.1 is already in use" in done.stderr
+    assert "--port" in done.stderr
+    assert not (tmp_path / "d" / "pg").exists(), "no database was started"

@@ -71,6 +71,9 @@ def serve(
     except ValueError as exc:
         cli_client.err().print(str(exc), markup=False, soft_wrap=True)
         raise typer.Exit(2) from None
+    if (taken := _port_taken(host, port)) is not None:
+        cli_client.err().print(taken, markup=False, soft_wrap=True)
+        raise typer.Exit(1)
     logging.getLogger("docqa").info("data directory %s", settings.data_dir.resolve())
     # h11 caps the request line and headers (httptools has no limit) and answers a larger
     # head with 400 before the app sees it; bodies are bounded in the app (docs/hardening.md).
@@ -83,6 +86,33 @@ def serve(
         http="h11",
         h11_max_incomplete_event_size=settings.max_header_kb * 1024,
     )
+
+
+def _port_taken(host: str, port: int) -> str | None:
+    """Why `host:port` cannot be served, checked before anything starts; None when it can.
+
+    uvicorn finds out only after the app has started (the embedded database, the worker), and
+    a failed bind then left `docqa serve` running with nothing to serve instead of exiting."""
+    import errno
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return f"Cannot serve on {host}: {exc.strerror}."
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return (
+                    f"Port {port} on {host} is already in use (another docqa serve?). Stop it, "
+                    "or choose another port with --port."
+                )
+            return f"Cannot serve on {host}:{port}: {exc.strerror}."
+    return None
 
 
 @app.command()
