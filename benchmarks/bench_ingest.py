@@ -36,6 +36,7 @@ from pathlib import Path
 import httpx
 import psutil
 import psycopg
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -114,7 +115,7 @@ def model_alone(chunks: list[ChunkSpec], precision: str, settings: Settings) -> 
     embedder.embed_query("warm up")
     texts = [c.text for c in chunks]
     size = settings.embedding_batch_size
-    set_torch_threads(os.cpu_count() or 1)  # this thread's passes use every core
+    torch.set_num_threads(os.cpu_count() or 1)  # this thread's passes use every core
     embedder._encode(texts[:size])  # and warm its thread team up
     t0, cpu0 = time.perf_counter(), time.process_time()
     for i in range(0, len(texts), size):
@@ -124,22 +125,10 @@ def model_alone(chunks: list[ChunkSpec], precision: str, settings: Settings) -> 
     embedder.embed_documents(texts)
     lanes = time.perf_counter() - t0, time.process_time() - cpu0
     print(
-        f"model alone: one batch at a time on {torch_threads()} cores {one[0]:.2f} s, "
+        f"model alone: one batch at a time on {torch.get_num_threads()} cores {one[0]:.2f} s, "
         f"{embedder.lanes} one-core lanes {lanes[0]:.2f} s"
     )
     return min(one, lanes)
-
-
-def torch_threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
-
-
-def set_torch_threads(n: int) -> None:
-    import torch
-
-    torch.set_num_threads(n)
 
 
 def stage_report(database_url: str, total_s: float) -> None:

@@ -11,7 +11,7 @@ time goes: on two cores the embedding model is most of the work, and it already 
 cores busy in one worker, so the ceiling for the model-bound part is about 1x here; what a
 second process can win is the overlap of reading, writing and waiting with the model.
 
-Run: .venv/bin/python benchmarks/bench_workers.py [--docs 20]
+Run: .venv/bin/python benchmarks/bench_workers.py [--docs 20] [--env DOCQA_X=value ...]
 """
 
 from __future__ import annotations
@@ -32,8 +32,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.stack import Proc, start_worker
 
 from benchmarks.common import bench_stack, shared_file
-
-EXTRA_ENV = dict(a.split("=", 1) for a in os.environ.get("BENCH_ENV", "").split() if a)
 
 
 def load() -> str:
@@ -92,8 +90,10 @@ def stages(database_url: str) -> dict[str, float]:
     return total
 
 
-def run(files: list[Path], workers: int) -> tuple[float, dict[str, float], int]:
-    with bench_stack(worker=False, **EXTRA_ENV) as st:
+def run(
+    files: list[Path], workers: int, env: dict[str, str]
+) -> tuple[float, dict[str, float], int]:
+    with bench_stack(worker=False, **env) as st:
         procs: list[Proc] = []
         try:
             if workers == 1:
@@ -113,7 +113,11 @@ def run(files: list[Path], workers: int) -> tuple[float, dict[str, float], int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=20)
+    parser.add_argument(
+        "--env", action="append", default=[], help="DOCQA_X=value for the stack (to compare)"
+    )
     args = parser.parse_args()
+    env = dict(item.split("=", 1) for item in args.env)
     if (os.cpu_count() or 1) < 2:
         raise SystemExit("needs at least 2 CPUs")
     files = pdfs(args.docs)
@@ -121,7 +125,7 @@ def main() -> None:
     print(f"== {len(files)} mmlongbench PDFs ({size:.1f} MB), {load()} ==")
     results = {}
     for workers in (1, 2):
-        wall, spans, chunks = run(files, workers)
+        wall, spans, chunks = run(files, workers, env)
         results[workers] = wall
         label = "1 worker (both cores)" if workers == 1 else "2 workers (one core each)"
         print(f"{label:28s} wall {wall:7.1f} s   {chunks} chunks   {load()}")
