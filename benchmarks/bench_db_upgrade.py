@@ -25,6 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.bench_bm25 import ARRAYS_FROM_PACKED
+
 # Run by a child process with pgserver 0.1.4: make the old directory, leave its server running.
 _MAKE_OLD = r"""
 import sys
@@ -34,12 +36,20 @@ server = pgserver.get_server(sys.argv[1], cleanup_mode=None)
 migrate.upgrade(server.get_uri(), "0004")
 print(server.get_uri())
 """
+# Each table's columns, and where to read them in the source: its postings are packed (migration
+# 0008), and docqa 0.1 wrote arrays.
 COPIED = {
-    "documents": "pk, owner_id, document_id, filename, content_type, kind, size_bytes, sha256, "
-    "blob_key, status, page_count, chunk_count, token_count",
-    "chunks": "id, document_pk, owner_id, seq, page_start, page_end, char_start, char_end, "
-    "token_count, text, embedding",
-    "postings": "owner_id, lexeme, document_pk, chunk_ids, tfs, dls",
+    "documents": (
+        "pk, owner_id, document_id, filename, content_type, kind, size_bytes, sha256, "
+        "blob_key, status, page_count, chunk_count, token_count",
+        None,
+    ),
+    "chunks": (
+        "id, document_pk, owner_id, seq, page_start, page_end, char_start, char_end, "
+        "token_count, text, embedding",
+        None,
+    ),
+    "postings": ("owner_id, lexeme, document_pk, chunk_ids, tfs, dls", ARRAYS_FROM_PACKED),
 }
 
 
@@ -58,9 +68,10 @@ def make_old(source_url: str, pgdata: Path) -> None:
     started = time.perf_counter()
     with psycopg.connect(source_url) as src, psycopg.connect(old_url, autocommit=True) as dst:
         dst.execute("DROP INDEX ix_chunks_embedding_hnsw")
-        for table, columns in COPIED.items():
+        for table, (columns, query) in COPIED.items():
+            read = f"COPY ({query}) TO STDOUT" if query else f"COPY {table} ({columns}) TO STDOUT"
             with (
-                src.cursor().copy(f"COPY {table} ({columns}) TO STDOUT") as out,
+                src.cursor().copy(read) as out,
                 dst.cursor().copy(f"COPY {table} ({columns}) FROM STDIN") as into,
             ):
                 for block in out:

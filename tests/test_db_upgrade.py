@@ -17,10 +17,12 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import psycopg
 import pytest
 
 from docqa.db.engine import PGVECTOR_SQL, EmbeddedServer, pgvector_problem
+from docqa.search.index import ENTRY
 from docqa.settings import Settings
 from tests.stack import ROOT, Proc, free_port, run_docqa
 
@@ -34,7 +36,6 @@ from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from docqa import auth
 from docqa.db import migrate
 from docqa.db.engine import Database, sqlalchemy_url
-from docqa.search.index import index_terms
 
 server = pgserver.get_server(sys.argv[1], cleanup_mode="stop")
 url = server.get_uri()
@@ -65,12 +66,21 @@ with psycopg.connect(url, autocommit=True) as conn:
                 (pk, seq, len(text), text, vectors[seq]),
             )
 
+    # docqa 0.1's postings: one row per lexeme and document, with arrays.
+    for pk in pks:
+        conn.execute(
+            "INSERT INTO postings (owner_id, lexeme, document_pk, chunk_ids, tfs, dls)"
+            " SELECT c.owner_id, t.lexeme, c.document_pk, array_agg(c.id ORDER BY c.id),"
+            " array_agg(coalesce(cardinality(t.positions), 1)::int2 ORDER BY c.id),"
+            " array_agg(c.token_count ORDER BY c.id)"
+            " FROM chunks c CROSS JOIN unnest(c.tsv) AS t WHERE c.document_pk = %s"
+            " GROUP BY c.owner_id, t.lexeme, c.document_pk",
+            (pk,),
+        )
+
 async def rest():
     engine = create_async_engine(sqlalchemy_url(url))
     db = Database(url=url, engine=engine, sessions=async_sessionmaker(engine))
-    for pk in pks:
-        async with db.session() as session, session.begin():
-            await index_terms(session, pk)
     key = await auth.create_key(db, name="before-upgrade")
     await engine.dispose()
     return key.secret
@@ -99,6 +109,28 @@ def _fingerprint(url: str) -> dict[str, tuple[object, ...]]:
             assert row is not None
             out[name] = tuple(row)
         return out
+
+
+def _posting_entries(url: str) -> list[tuple[str, str, int, int, int]]:
+    """Every posting as (lexeme, document, chunk id, term frequency, length), from either
+    layout: 0.1's arrays or the packed blocks of migration 0008."""
+    with psycopg.connect(url) as conn:
+        packed = conn.execute(
+            "SELECT 1 FROM information_schema.columns "
+            "WHERE table_name = 'postings' AND column_name = 'entries'"
+        ).fetchone()
+        out: list[tuple[str, str, int, int, int]] = []
+        if packed:
+            for lexeme, pk, entries in conn.execute(
+                "SELECT lexeme, document_pk::text, entries FROM postings"
+            ):
+                out += [(lexeme, pk, *e) for e in np.frombuffer(entries, dtype=ENTRY).tolist()]
+        else:
+            for lexeme, pk, ids, tfs, dls in conn.execute(
+                "SELECT lexeme, document_pk::text, chunk_ids, tfs, dls FROM postings"
+            ):
+                out += [(lexeme, pk, *e) for e in zip(ids, tfs, dls, strict=True)]
+        return sorted(out)
 
 
 def _pgvector(url: str) -> tuple[str | None, str | None]:
@@ -243,6 +275,7 @@ def test_db_upgrade_moves_16_to_18_keeping_every_document_chunk_and_key(
     settings = _copy(old_release[0], tmp_path / "data")
     server, url = _start(settings, embedded)
     before = _fingerprint(url)
+    postings = _posting_entries(url)
     server.stop()
     assert before["chunks"][0] == 240
     assert before["keys"][0] == 1
@@ -262,6 +295,7 @@ def test_db_upgrade_moves_16_to_18_keeping_every_document_chunk_and_key(
     installed, available = _pgvector(url)
     assert installed == available
     migrate.upgrade(url)  # the rest of the migrations apply on 18
+    assert _posting_entries(url) == postings, "the postings, now packed, hold the same entries"
 
     async def check() -> None:
         db = await open_database(Settings(database_url=url), pool_size=1)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import uuid
 
+import numpy as np
 import psycopg
 from alembic import command
 
 from docqa.db import migrate
+from docqa.search.index import ENTRY
 from tests.stack import new_database
 
 
@@ -37,7 +39,7 @@ def test_0004_indexes_existing_ready_documents(pg_server_url: str) -> None:
                            array_fill(0.1, ARRAY[384])::vector)""",
                     (row[0], seq, 10 + seq, text),
                 )
-    migrate.upgrade(url)
+    migrate.upgrade(url, "0007")
     with psycopg.connect(url, autocommit=True) as conn:
         ready_ids = [
             r[0]
@@ -63,3 +65,63 @@ def test_0004_indexes_existing_ready_documents(pg_server_url: str) -> None:
         assert conn.execute(
             "SELECT count(*) FROM pg_indexes WHERE indexname = 'ix_chunks_tsv'"
         ).fetchone() == (1,)
+
+
+def test_0008_packs_postings_into_blocks_and_back(pg_server_url: str) -> None:
+    """0008 converts each posting row's arrays into packed blocks of at most 32 chunks, in
+    chunk order, and its downgrade gives the arrays back unchanged."""
+    url = new_database(pg_server_url, "docqa_migrate_0008", revision="0007")
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            """INSERT INTO documents (owner_id, document_id, filename, content_type, kind,
+                   size_bytes, sha256, blob_key, status, chunk_count)
+               VALUES ('o', 'd', 'c.txt', 'text/plain', 'text', 1, %s, 'none', 'ready', 70)
+               RETURNING pk""",
+            (uuid.uuid4().hex * 2,),
+        ).fetchone()
+        assert row is not None
+        pk = row[0]
+        # 70 chunks hold "comet" (three blocks: 32, 32 and 6); one holds "tail".
+        ids = list(range(1000, 1070))
+        tfs = [1 + i % 3 for i in range(70)]
+        dls = [100 + i for i in range(70)]
+        conn.execute(
+            """INSERT INTO postings (owner_id, lexeme, document_pk, chunk_ids, tfs, dls)
+               VALUES ('o', 'comet', %s, %s, %s, %s), ('o', 'tail', %s, '{1069}', '{300}',
+               '{70000}')""",
+            (pk, ids, tfs, dls, pk),
+        )
+    migrate.upgrade(url, "0008")
+    with psycopg.connect(url, autocommit=True) as conn:
+        blocks = conn.execute(
+            "SELECT lexeme, block, entries FROM postings ORDER BY lexeme, block"
+        ).fetchall()
+        assert [(lexeme, block) for lexeme, block, _ in blocks] == [
+            ("comet", 0),
+            ("comet", 1),
+            ("comet", 2),
+            ("tail", 0),
+        ]
+        comet = np.concatenate(
+            [
+                np.frombuffer(entries, dtype=ENTRY)
+                for lexeme, _, entries in blocks
+                if lexeme == "comet"
+            ]
+        )
+        assert comet["chunk_id"].tolist() == ids
+        assert comet["tf"].tolist() == tfs
+        assert comet["dl"].tolist() == dls
+        tail = np.frombuffer(blocks[-1][2], dtype=ENTRY)
+        assert tail.tolist() == [(1069, 300, 70000)]
+        # The blocks ride in the primary key's index, for index-only scans.
+        indexdef = conn.execute(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = 'postings_pkey'"
+        ).fetchone()
+        assert indexdef is not None and "INCLUDE (entries)" in indexdef[0]
+    command.downgrade(migrate.alembic_config(url), "0007")
+    with psycopg.connect(url, autocommit=True) as conn:
+        back = conn.execute(
+            "SELECT lexeme, chunk_ids, tfs, dls FROM postings ORDER BY lexeme"
+        ).fetchall()
+        assert back == [("comet", ids, tfs, dls), ("tail", [1069], [300], [70000])]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from sqlalchemy import text
 
@@ -24,6 +25,7 @@ from docqa.ingest.embed import LocalEmbedder, Tokenizer
 from docqa.ingest.pipeline import Runtime
 from docqa.search import lexical, vector
 from docqa.search import retrieve as retrieval
+from docqa.search.index import BLOCK, ENTRY
 from docqa.settings import Settings
 from tests.stack import new_database
 
@@ -254,10 +256,14 @@ async def test_postings_are_written_on_ready_and_go_with_the_document(
         async with corpus.db.session() as session:
             return list(await session.execute(text(sql), {"pk": pk}))
 
-    postings = {
-        row.lexeme: (list(row.chunk_ids), list(row.tfs))
-        for row in await rows("SELECT lexeme, chunk_ids, tfs FROM postings WHERE document_pk = :pk")
-    }
+    postings: dict[str, tuple[list[int], list[int]]] = {}
+    for row in await rows(
+        "SELECT lexeme, entries FROM postings WHERE document_pk = :pk ORDER BY lexeme, block"
+    ):
+        entries = np.frombuffer(row.entries, dtype=ENTRY)
+        ids, tfs = postings.setdefault(row.lexeme, ([], []))
+        ids.extend(entries["chunk_id"].tolist())
+        tfs.extend(entries["tf"].tolist())
     [chunks] = await rows(
         "SELECT array_agg(id ORDER BY id) AS ids, sum(token_count) AS tokens "
         "FROM chunks WHERE document_pk = :pk"
@@ -270,6 +276,92 @@ async def test_postings_are_written_on_ready_and_go_with_the_document(
     async with corpus.db.session() as session, session.begin():
         await session.execute(text("DELETE FROM documents WHERE pk = :pk"), {"pk": pk})
     assert await rows("SELECT 1 FROM postings WHERE document_pk = :pk") == []
+
+
+async def test_a_long_documents_postings_are_cut_into_blocks_in_chunk_order(
+    corpus: Corpus, pg_url: str, tmp_path: Path
+) -> None:
+    """A lexeme held by more chunks than a block holds gets several blocks, which together list
+    every chunk once, in order, with its own length; BM25 over them matches the reference."""
+    settings = Settings(database_url=pg_url, data_dir=tmp_path)
+    store = LocalBlobStore(settings.blob_dir)
+    rt = Runtime(settings, corpus.db, store, corpus.embedder, Tokenizer())
+    words = ["ice", "snow", "meltwater", "moraine", "crevasse", "summit", "ridge", "valley"]
+    paragraphs = [
+        f"Section {i}. The glacier report number {i}. "
+        + " ".join(words[(i + j) % len(words)] for j in range(150))
+        for i in range(80)
+    ]
+    owner = f"owner-{uuid.uuid4().hex[:8]}"
+    doc = EvalDocument("long", "long.txt", "text", text="\n\n".join(paragraphs))
+    done = await ingest(rt, owner, [doc], lambda *_: None)
+    pk = done.pks["long"]
+    async with corpus.db.session() as session:
+        blocks = (
+            await session.execute(
+                text(
+                    "SELECT block, entries FROM postings "
+                    "WHERE document_pk = :pk AND lexeme = 'glacier' ORDER BY block"
+                ),
+                {"pk": pk},
+            )
+        ).all()
+        chunks = (
+            await session.execute(
+                text(
+                    "SELECT id, token_count FROM chunks WHERE document_pk = :pk "
+                    "AND tsv @@ 'glacier'::tsquery ORDER BY id"
+                ),
+                {"pk": pk},
+            )
+        ).all()
+    assert len(chunks) > BLOCK, "the document should have more chunks than a block holds"
+    assert [b.block for b in blocks] == list(range(-(-len(chunks) // BLOCK)))
+    entries = np.concatenate([np.frombuffer(b.entries, dtype=ENTRY) for b in blocks])
+    assert all(len(b.entries) <= BLOCK * ENTRY.itemsize for b in blocks)
+    assert entries["chunk_id"].tolist() == [c.id for c in chunks]
+    assert entries["dl"].tolist() == [c.token_count for c in chunks]
+    async with corpus.db.session() as session:
+        got = await lexical.lexical_ranking(
+            session, owner_id=owner, document_pks=[pk], question="glacier moraine", limit=500
+        )
+    assert {cid for cid, _ in got} >= {c.id for c in chunks}
+
+
+def test_bm25_top_matches_a_plain_sum_and_breaks_ties_by_id() -> None:
+    """The numpy scoring against a loop over the same postings: dense and sparse chunk ids,
+    ties at the cut, and a limit larger than the matches."""
+    rng = np.random.default_rng(3)
+    for ids_pool in (np.arange(1, 3000), np.sort(rng.choice(10**12, 3000, replace=False))):
+        terms = []
+        for size in (5, 400, 2500):
+            ids = np.sort(rng.choice(ids_pool, size, replace=False))
+            entries = np.zeros(size, dtype=ENTRY)
+            entries["chunk_id"] = ids
+            entries["tf"] = rng.integers(1, 4, size)
+            entries["dl"] = rng.integers(50, 250, size)
+            terms.append(entries.tobytes())
+        n, avgdl = 3000.0, 150.0
+        expected: dict[int, float] = {}
+        for blob in terms:
+            entries = np.frombuffer(blob, dtype=ENTRY)
+            df = len(entries)
+            idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
+            for cid, tf, dl in entries.tolist():
+                k1, b = lexical.BM25_K1, lexical.BM25_B
+                w = idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * dl / avgdl))
+                expected[cid] = expected.get(cid, 0.0) + w
+        want = sorted(expected.items(), key=lambda kv: (-round(kv[1], 9), kv[0]))
+        for limit in (10, 100, 10_000):
+            got = lexical.bm25_top(terms, n, avgdl, limit)
+            assert [cid for cid, _ in got] == [cid for cid, _ in want[:limit]]
+            assert [s for _, s in got] == pytest.approx([s for _, s in want[:limit]], rel=1e-9)
+    # Ties: the same weights for three chunks; a cut between them keeps the lowest ids.
+    entries = np.zeros(3, dtype=ENTRY)
+    entries["chunk_id"], entries["tf"], entries["dl"] = [30, 10, 20], 1, 100
+    entries.sort(order="chunk_id")
+    assert [c for c, _ in lexical.bm25_top([entries.tobytes()], 10.0, 100.0, 2)] == [10, 20]
+    assert lexical.bm25_top([], 10.0, 100.0, 5) == []
 
 
 def test_a_financial_measure_brings_its_line_items_to_the_lexical_side() -> None:

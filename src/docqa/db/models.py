@@ -17,6 +17,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     SmallInteger,
     String,
     Text,
@@ -135,9 +136,11 @@ class Chunk(Base):
 
 
 class Posting(Base):
-    """BM25's inverted index: for one lexeme of one document, the chunks holding it, with the
-    term frequency (`tfs`) and length in tokens (`dls`) of each, in parallel arrays ordered by
-    chunk id. Written when the document becomes ready (see `search.index.index_terms`)."""
+    """BM25's inverted index: for one lexeme of one document, a block of at most 32 of the
+    chunks holding it, packed in `entries` as fixed-size records ordered by chunk id (chunk id,
+    term frequency, length in tokens: `search.index.ENTRY`). Written when the document becomes
+    ready (see `search.index.index_terms`). The primary key's index carries `entries`, so BM25
+    reads a lexeme's rows with an index-only scan (migration 0008)."""
 
     __tablename__ = "postings"
 
@@ -146,9 +149,8 @@ class Posting(Base):
     document_pk: Mapped[uuid.UUID] = mapped_column(
         UUID(as_uuid=True), ForeignKey("documents.pk", ondelete="CASCADE"), primary_key=True
     )
-    chunk_ids: Mapped[list[int]] = mapped_column(ARRAY(BigInteger), nullable=False)
-    tfs: Mapped[list[int]] = mapped_column(ARRAY(SmallInteger), nullable=False)
-    dls: Mapped[list[int]] = mapped_column(ARRAY(Integer), nullable=False)
+    block: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    entries: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
 
     # Deleting a document deletes its postings through the foreign key: this index finds them.
     __table_args__ = (Index("ix_postings_document", "document_pk"),)

@@ -2,27 +2,44 @@
 
 Ingestion writes it and `search.lexical` reads it, just as the vectors are written at ingest and
 read at query time.
+
+A posting row holds, for one lexeme of one document, a block of at most `BLOCK` of the chunks
+holding it, packed as `ENTRY` records ordered by chunk id. The primary key's index carries the
+block, so the rows of one lexeme are read together by an index-only scan (migration 0008 says
+why and measures it).
 """
 
 from __future__ import annotations
 
 import uuid
 
+import numpy as np
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
+
+# One chunk in a posting block: its id, the lexeme's frequency in it and its length in tokens,
+# big-endian as PostgreSQL's int8send, int2send and int4send write them. 14 bytes.
+ENTRY = np.dtype([("chunk_id", ">i8"), ("tf", ">i2"), ("dl", ">i4")])
+# Chunks a block holds at most: 32 entries (448 bytes) stay below the size at which PostgreSQL
+# compresses a value stored in an index row (about 509 bytes), so a block is never compressed.
+BLOCK = 32
 
 # Posting rows of one document, from its chunks' stored tsvectors. Every lexeme of a tsvector
 # built by to_tsvector has positions; the coalesce covers one that was stripped of them.
 _INDEX_TERMS_SQL = text(
     """
-    INSERT INTO postings (owner_id, lexeme, document_pk, chunk_ids, tfs, dls)
-    SELECT c.owner_id, t.lexeme, c.document_pk,
-           array_agg(c.id ORDER BY c.id),
-           array_agg(coalesce(cardinality(t.positions), 1)::int2 ORDER BY c.id),
-           array_agg(c.token_count ORDER BY c.id)
-    FROM chunks c CROSS JOIN unnest(c.tsv) AS t
-    WHERE c.document_pk = :pk
-    GROUP BY c.owner_id, t.lexeme, c.document_pk
+    INSERT INTO postings (owner_id, lexeme, document_pk, block, entries)
+    SELECT e.owner_id, e.lexeme, e.document_pk, ((e.n - 1) / :block)::int2,
+           string_agg(e.entry, ''::bytea ORDER BY e.n)
+    FROM (
+        SELECT c.owner_id, t.lexeme, c.document_pk,
+               int8send(c.id) || int2send(coalesce(cardinality(t.positions), 1)::int2)
+                   || int4send(c.token_count) AS entry,
+               row_number() OVER (PARTITION BY t.lexeme ORDER BY c.id) AS n
+        FROM chunks c CROSS JOIN unnest(c.tsv) AS t
+        WHERE c.document_pk = :pk
+    ) e
+    GROUP BY e.owner_id, e.lexeme, e.document_pk, (e.n - 1) / :block
     """
 )
 
@@ -33,4 +50,4 @@ async def index_terms(session: AsyncSession, document_pk: uuid.UUID) -> None:
     Call it once, in the transaction that makes the document ready: retrieval searches ready
     documents only, so their postings are always complete.
     """
-    await session.execute(_INDEX_TERMS_SQL, {"pk": document_pk})
+    await session.execute(_INDEX_TERMS_SQL, {"pk": document_pk, "block": BLOCK})
