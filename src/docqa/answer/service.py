@@ -32,7 +32,7 @@ from docqa.db.engine import Database
 from docqa.db.models import Document
 from docqa.errors import DocumentNotFound, DocumentNotReady
 from docqa.ingest.embed import Embedder, Tokenizer
-from docqa.search.lexical import mentioned
+from docqa.search.lexical import Library, mentioned
 from docqa.search.rerank import Reranker
 from docqa.search.retrieve import SearchStats, retrieve
 from docqa.search.vector import drop_embedding, start_embedding
@@ -82,7 +82,7 @@ async def document_scope(
             ).scalars()
         )
         if ready:
-            return ready
+            return Library(ready)
         rows = await session.execute(
             select(Document.status, func.count())
             .where(Document.owner_id == owner_id)
