@@ -19,6 +19,7 @@ from pgvector.psycopg import register_vector
 
 from docqa.db.engine import Database, open_database
 from docqa.search import vector
+from docqa.search.lexical import Library as LibraryScope
 from docqa.settings import Settings
 from tests.stack import new_database
 
@@ -176,6 +177,44 @@ async def test_another_owners_documents_are_never_returned(library: Library) -> 
     for exact in (False, True):
         got = await _search(library, "owner-a", library.pks["owner-b"], q, exact=exact, limit=10)
         assert got == []
+
+
+@pytest.mark.parametrize("exact", [False, True])
+async def test_the_whole_library_skips_documents_that_are_not_ready(
+    library: Library, exact: bool
+) -> None:
+    """Asked as the whole library (`search.lexical.Library`, no list of documents in the
+    query), the search returns what naming every ready document returns, and nothing from a
+    document still being read, though its chunks are the nearest."""
+    owner = "owner-a"
+    ready = library.pks[owner]
+    q = _queries(library, seed=11)[0]
+    url = library.db.url
+    reading = uuid.uuid4()
+    with psycopg.connect(url, autocommit=True) as conn:
+        register_vector(conn)
+        conn.execute(
+            "INSERT INTO documents (pk, owner_id, document_id, filename, content_type, kind,"
+            " size_bytes, sha256, blob_key, status, page_count, chunk_count)"
+            " VALUES (%s, %s, 'reading', 'r.txt', 'text/plain', 'text', 1, %s, 'k',"
+            " 'processing', 1, 0)",
+            (reading, owner, reading.hex * 2),
+        )
+        for seq in range(5):
+            conn.execute(
+                "INSERT INTO chunks (document_pk, owner_id, seq, page_start, page_end,"
+                " char_start, char_end, token_count, text, embedding)"
+                " VALUES (%s, %s, %s, 1, 1, 0, 4, 4, 'text', %s)",
+                (reading, owner, seq, np.array(q, dtype=np.float32)),
+            )
+    try:
+        named = await _search(library, owner, ready, q, exact=exact, limit=10)
+        whole = await _search(library, owner, LibraryScope(ready), q, exact=exact, limit=10)
+        assert whole == named
+        assert all(library.chunk_doc.get(cid) in set(ready) for cid, _ in whole)
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("DELETE FROM documents WHERE pk = %s", (reading,))
 
 
 def test_small_scopes_and_small_shares_are_scanned_exactly() -> None:

@@ -24,22 +24,23 @@ ENTRY = np.dtype([("chunk_id", ">i8"), ("tf", ">i2"), ("dl", ">i4")])
 # compresses a value stored in an index row (about 509 bytes), so a block is never compressed.
 BLOCK = 32
 
-# Posting rows of one document, from its chunks' stored tsvectors. Every lexeme of a tsvector
-# built by to_tsvector has positions; the coalesce covers one that was stripped of them.
+# Posting rows of one document, from its chunks' stored tsvectors: each lexeme's entries packed
+# in chunk order, then cut into blocks of `BLOCK` entries. Every lexeme of a tsvector built by
+# to_tsvector has positions; the coalesce covers one that was stripped of them.
 _INDEX_TERMS_SQL = text(
     """
     INSERT INTO postings (owner_id, lexeme, document_pk, block, entries)
-    SELECT e.owner_id, e.lexeme, e.document_pk, ((e.n - 1) / :block)::int2,
-           string_agg(e.entry, ''::bytea ORDER BY e.n)
+    SELECT l.owner_id, l.lexeme, l.document_pk, b.block::int2,
+           substring(l.entries FROM b.block * :block_bytes + 1 FOR :block_bytes)
     FROM (
         SELECT c.owner_id, t.lexeme, c.document_pk,
-               int8send(c.id) || int2send(coalesce(cardinality(t.positions), 1)::int2)
-                   || int4send(c.token_count) AS entry,
-               row_number() OVER (PARTITION BY t.lexeme ORDER BY c.id) AS n
+               string_agg(int8send(c.id) || int2send(coalesce(cardinality(t.positions), 1)::int2)
+                          || int4send(c.token_count), ''::bytea ORDER BY c.id) AS entries
         FROM chunks c CROSS JOIN unnest(c.tsv) AS t
         WHERE c.document_pk = :pk
-    ) e
-    GROUP BY e.owner_id, e.lexeme, e.document_pk, (e.n - 1) / :block
+        GROUP BY c.owner_id, t.lexeme, c.document_pk
+    ) l
+    CROSS JOIN generate_series(0, (length(l.entries) - 1) / :block_bytes) AS b(block)
     """
 )
 
@@ -50,4 +51,6 @@ async def index_terms(session: AsyncSession, document_pk: uuid.UUID) -> None:
     Call it once, in the transaction that makes the document ready: retrieval searches ready
     documents only, so their postings are always complete.
     """
-    await session.execute(_INDEX_TERMS_SQL, {"pk": document_pk, "block": BLOCK})
+    await session.execute(
+        _INDEX_TERMS_SQL, {"pk": document_pk, "block_bytes": BLOCK * ENTRY.itemsize}
+    )

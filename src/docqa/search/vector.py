@@ -20,7 +20,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from docqa.ingest.embed import Embedder
-from docqa.search.lexical import Ranking
+from docqa.search.lexical import Library, Ranking
 
 # Up to this many chunks the exact scan is always used: it is always right, and cheap (0.4 ms for
 # 100 chunks, 3 to 7 ms for 1,000 on this 2-core machine).
@@ -37,31 +37,48 @@ MAX_SCAN_TUPLES = 20_000
 _PKS = bindparam("pks", type_=ARRAY(UUID(as_uuid=True)))
 
 # How many chunks the documents hold, and about how many the whole table does.
+_TOTAL = "(SELECT greatest(reltuples, 1) FROM pg_class WHERE oid = 'chunks'::regclass) AS total"
 _COUNT_SQL = text(
-    """
-    SELECT coalesce(sum(d.chunk_count), 0) AS n,
-           (SELECT greatest(reltuples, 1) FROM pg_class WHERE oid = 'chunks'::regclass) AS total
+    f"""
+    SELECT coalesce(sum(d.chunk_count), 0) AS n, {_TOTAL}
     FROM documents d
     WHERE d.owner_id = :owner AND d.pk = ANY(:pks)
-    """
+    """  # noqa: S608 (constant text)
 ).bindparams(_PKS)
+# The same for the whole library (`Library`), and the owner's documents that are not ready: a
+# document being read already has chunks, which must not be searched yet. Usually none or a few,
+# where the library's keys are thousands: a filter of thousands costs milliseconds to plan and
+# to send (6 and 20 ms at 1M chunks).
+_LIBRARY_COUNT_SQL = text(
+    f"""
+    SELECT coalesce(sum(d.chunk_count) FILTER (WHERE d.status = 'ready'), 0) AS n,
+           coalesce(array_agg(d.pk) FILTER (WHERE d.status <> 'ready'), '{{}}') AS excluded,
+           {_TOTAL}
+    FROM documents d
+    WHERE d.owner_id = :owner
+    """  # noqa: S608 (constant text)
+)
 
 _VECTOR_SELECT = """
     SELECT c.id, 1 - (c.embedding <=> CAST(:qvec AS vector)) AS score
     FROM chunks c
-    WHERE c.owner_id = :owner AND c.document_pk = ANY(:pks)
+    WHERE c.owner_id = :owner AND {documents}
 """
 # The HNSW index is on the embeddings in half precision (migration 0006), so the ORDER BY is that
 # expression, alone (a tie-breaker column keeps the planner off the index); the similarities
 # returned are computed from the full-precision column.
-_HNSW_SQL = text(
-    _VECTOR_SELECT
-    + " ORDER BY CAST(c.embedding AS halfvec(384)) <=> CAST(:qvec AS halfvec(384)) LIMIT :limit"
-).bindparams(_PKS)
+_HNSW_ORDER = (
+    " ORDER BY CAST(c.embedding AS halfvec(384)) <=> CAST(:qvec AS halfvec(384)) LIMIT :limit"
+)
 # The exact scan sorts anyway, in full precision, and breaks ties (identical chunks) by id.
-_EXACT_SQL = text(
-    _VECTOR_SELECT + " ORDER BY c.embedding <=> CAST(:qvec AS vector), c.id LIMIT :limit"
-).bindparams(_PKS)
+_EXACT_ORDER = " ORDER BY c.embedding <=> CAST(:qvec AS vector), c.id LIMIT :limit"
+_NAMED = _VECTOR_SELECT.format(documents="c.document_pk = ANY(:pks)")
+_LIBRARY = _VECTOR_SELECT.format(documents="c.document_pk <> ALL(:excluded)")
+_EXCLUDED = bindparam("excluded", type_=ARRAY(UUID(as_uuid=True)))
+_HNSW_SQL = text(_NAMED + _HNSW_ORDER).bindparams(_PKS)
+_EXACT_SQL = text(_NAMED + _EXACT_ORDER).bindparams(_PKS)
+_LIBRARY_HNSW_SQL = text(_LIBRARY + _HNSW_ORDER).bindparams(_EXCLUDED)
+_LIBRARY_EXACT_SQL = text(_LIBRARY + _EXACT_ORDER).bindparams(_EXCLUDED)
 
 # Settings for one transaction. The iterative scan in relaxed order finds more of the true
 # neighbours under a filter than strict order (pgvector's advice); the rows are sorted again after.
@@ -102,8 +119,16 @@ async def vector_ranking(
     filter keeps, and so HNSW or exact) is made while the question is being embedded. `exact`
     forces the exact scan (for measuring the index's recall).
     """
-    params: dict[str, Any] = {"owner": owner_id, "pks": document_pks, "limit": limit}
-    counts = (await session.execute(_COUNT_SQL, params)).one()
+    params: dict[str, Any] = {"owner": owner_id, "limit": limit}
+    library = isinstance(document_pks, Library)
+    if library:
+        counts = (await session.execute(_LIBRARY_COUNT_SQL, params)).one()
+        params["excluded"] = list(counts.excluded)
+        hnsw_sql, exact_sql = _LIBRARY_HNSW_SQL, _LIBRARY_EXACT_SQL
+    else:
+        params["pks"] = document_pks
+        counts = (await session.execute(_COUNT_SQL, params)).one()
+        hnsw_sql, exact_sql = _HNSW_SQL, _EXACT_SQL
     scope = int(counts.n)
     hnsw = not exact and use_hnsw(limit, scope, float(counts.total))
     if hnsw:
@@ -114,7 +139,7 @@ async def vector_ranking(
         return []
     params["qvec"] = str(vector)
     if hnsw:
-        rows = [(row.id, float(row.score)) for row in await session.execute(_HNSW_SQL, params)]
+        rows = [(row.id, float(row.score)) for row in await session.execute(hnsw_sql, params)]
         if len(rows) >= min(limit, scope):
             # Relaxed order: nearly sorted; sorted here, ties (identical chunks) by id.
             return sorted(rows, key=lambda r: (-r[1], r[0]))
@@ -123,7 +148,7 @@ async def vector_ranking(
     await session.execute(text("SET LOCAL enable_indexscan = off"))
     await session.execute(text("SET LOCAL enable_sort = on"))
     try:
-        return [(row.id, float(row.score)) for row in await session.execute(_EXACT_SQL, params)]
+        return [(row.id, float(row.score)) for row in await session.execute(exact_sql, params)]
     finally:
         await session.execute(text("SET LOCAL enable_indexscan = on"))
 
