@@ -30,6 +30,7 @@ from docqa.formats.ocr import OcrUnavailable, check_settings
 from docqa.ingest.embed import Tokenizer, make_embedder
 from docqa.ingest.pipeline import Runtime
 from docqa.jobs import build_job_app, run_worker
+from docqa.process import freeze_startup_objects
 from docqa.progress import ProgressHub
 from docqa.protocols import mcp_server, openai_chat
 from docqa.protocols.errors import ErrorShape, jsonrpc_shape, openai_shape
@@ -87,6 +88,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.docqa = state
         # Load the embedding model in the background: the first query or job should not wait.
         warm = asyncio.create_task(asyncio.to_thread(state.embedder.embed_query, "warm up"))
+        warm.add_done_callback(lambda _: freeze_startup_objects())
         log.info("docqa ready", extra={"worker": settings.worker})
         try:
             yield

@@ -11,6 +11,7 @@ from docqa.formats.ocr import OcrUnavailable, check_settings
 from docqa.ingest.embed import Tokenizer, make_embedder
 from docqa.ingest.pipeline import Runtime
 from docqa.jobs import build_job_app, run_worker
+from docqa.process import freeze_startup_objects
 from docqa.settings import Settings
 
 
@@ -31,6 +32,7 @@ async def worker_main(settings: Settings, name: str) -> None:
         runtime = Runtime(settings, db, store, make_embedder(settings), Tokenizer())
         # Load the model before taking jobs, so the first job's timings are the job's own.
         await asyncio.to_thread(runtime.embedder.embed_query, "warm up")
+        freeze_startup_objects()
         jobs = build_job_app(settings, db.url)
         try:
             async with jobs.open_async():
