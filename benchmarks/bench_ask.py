@@ -17,9 +17,14 @@ first token (from the `docqa` member of the stream) must stay within 2 ms of `/a
 10k chunks.
 
 Data: chunk texts are real, cut by docqa's own chunker from the mmlongbench PDFs (10-Ks, papers,
-reports) and repeated to reach the size. Embeddings are random unit vectors, not real ones:
-embedding 100k passages would take hours on this CPU. Random vectors have no cluster structure,
-which makes HNSW work at least as hard as on real text. Chunks are written straight into the
+reports) and repeated to reach the size. Embeddings are random unit vectors by default: embedding
+100k passages would take hours on this CPU. Random vectors have no neighbourhood structure, which
+makes HNSW walk far more of its graph than on real text (docs/database.md). `--vectors real`
+gives each chunk the bundled model's embedding of its text instead (each distinct text embedded
+once), with noise for a repeat (`COPY_NOISE`, as close as the model puts a passage with a word
+in 13 left out); an existing `--pgdata` is converted in place. Its recall@10 is against exact
+search among near copies: the exact top 10 are 10 of the hundreds of copies of the best text,
+told apart only by their noise. Chunks are written straight into the
 database (COPY), 100 per document, all ready, for the local owner; then each document's postings
 are written by the same function ingestion uses.
 
@@ -497,9 +502,13 @@ def footprint(database_url: str) -> dict[str, Any]:
         postmaster = psutil.Process(backend[0]).parent()  # while this backend still runs
     assert tables is not None
     assert postmaster is not None
-    procs = [postmaster, *postmaster.children()]
-    pss = sum(p.memory_full_info().pss for p in procs)
-    rss = sum(p.memory_info().rss for p in procs)
+    pss = rss = 0
+    for proc in [postmaster, *postmaster.children()]:
+        try:  # a backend may end between the listing and the reading (autovacuum, a client)
+            pss += proc.memory_full_info().pss
+            rss += proc.memory_info().rss
+        except psutil.NoSuchProcess:
+            continue
     return {
         "indexes_mb": {name: round(size / mb, 1) for name, size in sizes},
         "chunks_total_mb": round(tables[0] / mb, 1),
