@@ -118,7 +118,8 @@ def test_0008_packs_postings_into_blocks_and_back(pg_server_url: str) -> None:
         indexdef = conn.execute(
             "SELECT indexdef FROM pg_indexes WHERE indexname = 'postings_pkey'"
         ).fetchone()
-        assert indexdef is not None and "INCLUDE (entries)" in indexdef[0]
+        assert indexdef is not None
+        assert "INCLUDE (entries)" in indexdef[0]
     command.downgrade(migrate.alembic_config(url), "0007")
     with psycopg.connect(url, autocommit=True) as conn:
         back = conn.execute(

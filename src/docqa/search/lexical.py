@@ -34,7 +34,6 @@ _PKS = bindparam("pks", type_=ARRAY(UUID(as_uuid=True)))
 Ranking = list[tuple[int, float]]
 
 
-
 class Library(list[uuid.UUID]):
     """The primary keys of every ready document of an owner, as looked up for a search of the
     whole library.
