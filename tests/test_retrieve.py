@@ -150,7 +150,7 @@ async def test_bm25_matches_reference(
             library = await lexical.lexical_ranking(
                 session,
                 owner_id=corpus.owner,
-                document_pks=lexical.Library(pks),
+                document_pks=lexical.Library(len(pks)),
                 question=question,
                 limit=100,
             )
@@ -166,13 +166,13 @@ async def test_mentioned_finds_words_in_the_documents_searched(corpus: Corpus) -
         everything = await lexical.mentioned(
             session,
             owner_id=corpus.owner,
-            document_pks=lexical.Library(corpus.pks.values()),
+            document_pks=lexical.Library(len(corpus.pks)),
             words=words,
         )
         elsewhere = await lexical.mentioned(
             session,
             owner_id="nobody",
-            document_pks=lexical.Library([corpus.pks["rivers"]]),
+            document_pks=lexical.Library(1),
             words=["danube"],
         )
     assert some == {"danub"}

@@ -209,7 +209,7 @@ async def test_the_whole_library_skips_documents_that_are_not_ready(
             )
     try:
         named = await _search(library, owner, ready, q, exact=exact, limit=10)
-        whole = await _search(library, owner, LibraryScope(ready), q, exact=exact, limit=10)
+        whole = await _search(library, owner, LibraryScope(len(ready)), q, exact=exact, limit=10)
         assert whole == named
         assert all(library.chunk_doc.get(cid) in set(ready) for cid, _ in whole)
     finally:

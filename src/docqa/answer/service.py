@@ -32,7 +32,7 @@ from docqa.db.engine import Database
 from docqa.db.models import Document
 from docqa.errors import DocumentNotFound, DocumentNotReady
 from docqa.ingest.embed import Embedder, Tokenizer
-from docqa.search.lexical import Library, mentioned
+from docqa.search.lexical import Library, Scope, mentioned
 from docqa.search.rerank import Reranker
 from docqa.search.retrieve import SearchStats, retrieve
 from docqa.search.vector import drop_embedding, start_embedding
@@ -54,11 +54,9 @@ class Question:
     history: Sequence[ChatMessage] = ()
 
 
-async def document_scope(
-    db: Database, owner_id: str, document_ids: Sequence[str]
-) -> list[uuid.UUID]:
-    """The primary keys to search: the named documents, which must all be ready, or else every
-    ready document of the owner."""
+async def document_scope(db: Database, owner_id: str, document_ids: Sequence[str]) -> Scope:
+    """What to search: the named documents' primary keys, which must all be ready, or else the
+    whole library (every ready document of the owner)."""
     if document_ids:
         pks: list[uuid.UUID] = []
         for document_id in dict.fromkeys(document_ids):
@@ -72,14 +70,8 @@ async def document_scope(
             pks.append(doc.pk)
         return pks
     async with db.session() as session:
-        ready = list(
-            (
-                await session.execute(
-                    select(Document.pk).where(
-                        Document.owner_id == owner_id, Document.status == "ready"
-                    )
-                )
-            ).scalars()
+        ready = await session.scalar(
+            select(func.count()).where(Document.owner_id == owner_id, Document.status == "ready")
         )
         if ready:
             return Library(ready)
@@ -158,9 +150,7 @@ class Answerer:
         reply = await self._llm.complete(messages, max_tokens=REWRITE_MAX_TOKENS)
         return clean_rewrite(reply, question.text)
 
-    async def _unmentioned_years(
-        self, owner_id: str, pks: list[uuid.UUID], question: str
-    ) -> tuple[str, ...]:
+    async def _unmentioned_years(self, owner_id: str, pks: Scope, question: str) -> tuple[str, ...]:
         """The years `question` names that none of the documents mentions."""
         years = years_in(question)
         if not years:

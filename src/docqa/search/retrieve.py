@@ -17,7 +17,7 @@ from sqlalchemy import text
 from docqa.db.engine import Database
 from docqa.ingest.embed import Embedder
 from docqa.search.expand import lexical_query
-from docqa.search.lexical import Ranking, lexical_ranking
+from docqa.search.lexical import Ranking, Scope, lexical_ranking
 from docqa.search.rerank import RERANK_CANDIDATES, Reranker, rerank_hits
 from docqa.search.vector import drop_embedding, start_embedding, vector_ranking
 
@@ -139,7 +139,7 @@ async def retrieve(
     embedder: Embedder,
     *,
     owner_id: str,
-    document_pks: list[uuid.UUID],
+    document_pks: Scope,
     question: str,
     top_k: int,
     mode: Mode = "hybrid",

@@ -11,7 +11,6 @@ scope never returns fewer rows than it holds. Measurements: docs/database.md.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Awaitable
 from typing import Any
 
@@ -20,7 +19,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from docqa.ingest.embed import Embedder
-from docqa.search.lexical import Library, Ranking
+from docqa.search.lexical import Library, Ranking, Scope
 
 # Up to this many chunks the exact scan is always used: it is always right, and cheap (0.4 ms for
 # 100 chunks, 3 to 7 ms for 1,000 on this 2-core machine).
@@ -108,7 +107,7 @@ async def vector_ranking(
     session: AsyncSession,
     *,
     owner_id: str,
-    document_pks: list[uuid.UUID],
+    document_pks: Scope,
     qvec: Awaitable[list[float]],
     limit: int,
     exact: bool = False,
