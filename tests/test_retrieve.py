@@ -64,9 +64,12 @@ async def corpus(
     embedder = local_embedder
     rt = Runtime(settings, db, LocalBlobStore(settings.blob_dir), embedder, Tokenizer())
     docs = [EvalDocument(k, f"{k}.txt", "text", text=t) for k, t in TEXTS.items()]
-    mine = await ingest(rt, "owner-a", docs, lambda *_: None)
-    # The same texts under another owner: they must never show up in owner-a's results.
-    theirs = await ingest(rt, "owner-b", docs, lambda *_: None)
+    try:
+        mine = await ingest(rt, "owner-a", docs, lambda *_: None)
+        # The same texts under another owner: they must never show up in owner-a's results.
+        theirs = await ingest(rt, "owner-b", docs, lambda *_: None)
+    finally:
+        await rt.aclose()  # its embedding queue and sandboxes; the shared model stays
     assert not mine.failed
     assert not theirs.failed
     yield Corpus(db, embedder, "owner-a", mine.pks, "owner-b", theirs.pks)
@@ -283,7 +286,10 @@ async def test_postings_are_written_on_ready_and_go_with_the_document(
     text_ = "Glaciers carve valleys. A glacier moves slowly, and glaciers melt in summer."
     owner = f"owner-{uuid.uuid4().hex[:8]}"
     doc = EvalDocument("ice", "ice.txt", "text", text=text_)
-    done = await ingest(rt, owner, [doc], lambda *_: None)
+    try:
+        done = await ingest(rt, owner, [doc], lambda *_: None)
+    finally:
+        await rt.aclose()
     pk = done.pks["ice"]
 
     async def rows(sql: str) -> list[Any]:
@@ -328,7 +334,10 @@ async def test_a_long_documents_postings_are_cut_into_blocks_in_chunk_order(
     ]
     owner = f"owner-{uuid.uuid4().hex[:8]}"
     doc = EvalDocument("long", "long.txt", "text", text="\n\n".join(paragraphs))
-    done = await ingest(rt, owner, [doc], lambda *_: None)
+    try:
+        done = await ingest(rt, owner, [doc], lambda *_: None)
+    finally:
+        await rt.aclose()
     pk = done.pks["long"]
     async with corpus.db.session() as session:
         blocks = (
