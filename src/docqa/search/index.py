@@ -23,6 +23,7 @@ ENTRY = np.dtype([("chunk_id", ">i8"), ("tf", ">i2"), ("dl", ">i4")])
 # Chunks a block holds at most: 32 entries (448 bytes) stay below the size at which PostgreSQL
 # compresses a value stored in an index row (about 509 bytes), so a block is never compressed.
 BLOCK = 32
+_BLOCK_BYTES = BLOCK * ENTRY.itemsize
 
 # Posting rows of one document, from its chunks' stored tsvectors: each lexeme's entries packed
 # in chunk order, then cut into blocks of `BLOCK` entries. Every lexeme of a tsvector built by
@@ -51,6 +52,4 @@ async def index_terms(session: AsyncSession, document_pk: uuid.UUID) -> None:
     Call it once, in the transaction that makes the document ready: retrieval searches ready
     documents only, so their postings are always complete.
     """
-    await session.execute(
-        _INDEX_TERMS_SQL, {"pk": document_pk, "block_bytes": BLOCK * ENTRY.itemsize}
-    )
+    await session.execute(_INDEX_TERMS_SQL, {"pk": document_pk, "block_bytes": _BLOCK_BYTES})

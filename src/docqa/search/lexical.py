@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import bindparam, text
+from sqlalchemy import TextClause, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -55,6 +55,16 @@ class Library:
 
 # What a search covers: the named documents' primary keys, or the whole library.
 Scope = list[uuid.UUID] | Library
+
+
+def _for_scope(
+    scope: Scope, named: TextClause, library: TextClause, **params: Any
+) -> tuple[TextClause, dict[str, Any]]:
+    """The query for `scope` (`named` takes the keys as `:pks`; `library` needs none) with its
+    parameters."""
+    if isinstance(scope, Library):
+        return library, params
+    return named, params | {"pks": scope}
 
 
 # `scope`: the number of chunks and their average length over the documents searched, from the
@@ -137,11 +147,9 @@ async def lexical_ranking(
     limit: int,
 ) -> Ranking:
     """Chunks holding any of the question's terms, best BM25 score first."""
-    params: dict[str, Any] = {"owner": owner_id, "question": question}
-    if isinstance(document_pks, Library):
-        query = _LIBRARY_POSTINGS_SQL
-    else:
-        query, params["pks"] = _POSTINGS_SQL, document_pks
+    query, params = _for_scope(
+        document_pks, _POSTINGS_SQL, _LIBRARY_POSTINGS_SQL, owner=owner_id, question=question
+    )
     rows = (await session.execute(query, params)).all()
     terms = [bytes(row.entries) for row in rows if row.entries is not None]
     if not terms or rows[0].n is None:
@@ -167,9 +175,8 @@ async def mentioned(
     anywhere in the documents."""
     if not words or not document_pks:
         return set()
-    params: dict[str, Any] = {"owner": owner_id, "words": " ".join(words)}
-    if isinstance(document_pks, Library):
-        result = await session.execute(_LIBRARY_PRESENT_SQL, params)
-    else:
-        result = await session.execute(_PRESENT_SQL, params | {"pks": document_pks})
+    query, params = _for_scope(
+        document_pks, _PRESENT_SQL, _LIBRARY_PRESENT_SQL, owner=owner_id, words=" ".join(words)
+    )
+    result = await session.execute(query, params)
     return {str(lexeme) for lexeme in result.scalars()}

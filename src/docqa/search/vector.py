@@ -119,8 +119,7 @@ async def vector_ranking(
     forces the exact scan (for measuring the index's recall).
     """
     params: dict[str, Any] = {"owner": owner_id, "limit": limit}
-    library = isinstance(document_pks, Library)
-    if library:
+    if isinstance(document_pks, Library):
         counts = (await session.execute(_LIBRARY_COUNT_SQL, params)).one()
         params["excluded"] = list(counts.excluded)
         hnsw_sql, exact_sql = _LIBRARY_HNSW_SQL, _LIBRARY_EXACT_SQL

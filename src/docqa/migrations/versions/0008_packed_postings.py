@@ -56,14 +56,16 @@ def upgrade() -> None:
     )
     op.drop_table("postings")
     op.rename_table("postings_packed", "postings")
-    _constraints()
-
-
-def _constraints() -> None:
     op.execute(
         "ALTER TABLE postings ADD CONSTRAINT postings_pkey "
         "PRIMARY KEY (owner_id, lexeme, document_pk, block) INCLUDE (entries)"
     )
+    _document_key()
+    op.execute("ALTER TABLE postings SET (autovacuum_vacuum_insert_scale_factor = 0.02)")
+
+
+def _document_key() -> None:
+    """The foreign key to the document, and the index that finds its rows when it goes."""
     op.create_foreign_key(
         "postings_document_pk_fkey",
         "postings",
@@ -73,7 +75,6 @@ def _constraints() -> None:
         ondelete="CASCADE",
     )
     op.create_index("ix_postings_document", "postings", ["document_pk"], unique=False)
-    op.execute("ALTER TABLE postings SET (autovacuum_vacuum_insert_scale_factor = 0.02)")
 
 
 def downgrade() -> None:
@@ -103,12 +104,4 @@ def downgrade() -> None:
     op.drop_table("postings")
     op.rename_table("postings_arrays", "postings")
     op.create_primary_key("postings_pkey", "postings", ["owner_id", "lexeme", "document_pk"])
-    op.create_foreign_key(
-        "postings_document_pk_fkey",
-        "postings",
-        "documents",
-        ["document_pk"],
-        ["pk"],
-        ondelete="CASCADE",
-    )
-    op.create_index("ix_postings_document", "postings", ["document_pk"], unique=False)
+    _document_key()
