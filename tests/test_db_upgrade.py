@@ -22,7 +22,7 @@ import psycopg
 import pytest
 
 from docqa.db.engine import PGVECTOR_SQL, EmbeddedServer, pgvector_problem
-from docqa.search.index import ENTRY
+from docqa.search.index import HEAD, RECORD, unpack
 from docqa.settings import Settings
 from tests.stack import ROOT, Proc, free_port, run_docqa
 
@@ -112,20 +112,25 @@ def _fingerprint(url: str) -> dict[str, tuple[object, ...]]:
 
 
 def _posting_entries(url: str) -> list[tuple[str, str, int, int, int]]:
-    """Every posting as (lexeme, document, chunk id, term frequency, length), from either
-    layout: 0.1's arrays or the packed blocks of migration 0008."""
+    """Every posting as (lexeme, document, chunk id, term frequency, length), from 0.1's arrays
+    or from the blocks of migration 0009."""
     with psycopg.connect(url) as conn:
-        packed = conn.execute(
-            "SELECT 1 FROM information_schema.columns "
-            "WHERE table_name = 'postings' AND column_name = 'entries'"
-        ).fetchone()
+        columns = {
+            name
+            for (name,) in conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'postings'"
+            )
+        }
         out: list[tuple[str, str, int, int, int]] = []
-        if packed:
-            for lexeme, pk, entries in conn.execute(
-                "SELECT lexeme, document_pk::text, entries FROM postings"
+        if "first_id" in columns:
+            for lexeme, pk, first_id, entries in conn.execute(
+                "SELECT lexeme, document_pk::text, first_id, entries FROM postings"
             ):
-                out += [(lexeme, pk, *e) for e in np.frombuffer(entries, dtype=ENTRY).tolist()]
+                heads = np.array([(first_id, len(entries) // RECORD.itemsize)], dtype=HEAD)
+                postings = unpack(entries, heads.tobytes()).tolist()
+                out += [(lexeme, pk, *e) for e in postings]
         else:
+            assert "entries" not in columns, "0008's layout is only ever passed through"
             for lexeme, pk, ids, tfs, dls in conn.execute(
                 "SELECT lexeme, document_pk::text, chunk_ids, tfs, dls FROM postings"
             ):
@@ -295,7 +300,7 @@ def test_db_upgrade_moves_16_to_18_keeping_every_document_chunk_and_key(
     installed, available = _pgvector(url)
     assert installed == available
     migrate.upgrade(url)  # the rest of the migrations apply on 18
-    assert _posting_entries(url) == postings, "the postings, now packed, hold the same entries"
+    assert _posting_entries(url) == postings, "the postings, now in blocks, hold the same entries"
 
     async def check() -> None:
         db = await open_database(Settings(database_url=url), pool_size=1)

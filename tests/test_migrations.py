@@ -10,7 +10,7 @@ import psycopg
 from alembic import command
 
 from docqa.db import migrate
-from docqa.search.index import ENTRY
+from docqa.search.index import BLOCK, HEAD, RECORD, unpack
 from tests.stack import new_database
 
 
@@ -67,6 +67,10 @@ def test_0004_indexes_existing_ready_documents(pg_server_url: str) -> None:
         ).fetchone() == (1,)
 
 
+# Migration 0008's record: chunk id int8, term frequency int2, length int4, big-endian.
+ENTRY_0008 = np.dtype([("chunk_id", ">i8"), ("tf", ">i2"), ("dl", ">i4")])
+
+
 def test_0008_packs_postings_into_blocks_and_back(pg_server_url: str) -> None:
     """0008 converts each posting row's arrays into packed blocks of at most 32 chunks, in
     chunk order, and its downgrade gives the arrays back unchanged."""
@@ -104,7 +108,7 @@ def test_0008_packs_postings_into_blocks_and_back(pg_server_url: str) -> None:
         ]
         comet = np.concatenate(
             [
-                np.frombuffer(entries, dtype=ENTRY)
+                np.frombuffer(entries, dtype=ENTRY_0008)
                 for lexeme, _, entries in blocks
                 if lexeme == "comet"
             ]
@@ -112,7 +116,7 @@ def test_0008_packs_postings_into_blocks_and_back(pg_server_url: str) -> None:
         assert comet["chunk_id"].tolist() == ids
         assert comet["tf"].tolist() == tfs
         assert comet["dl"].tolist() == dls
-        tail = np.frombuffer(blocks[-1][2], dtype=ENTRY)
+        tail = np.frombuffer(blocks[-1][2], dtype=ENTRY_0008)
         assert tail.tolist() == [(1069, 300, 70000)]
         # The blocks ride in the primary key's index, for index-only scans.
         indexdef = conn.execute(
@@ -126,3 +130,83 @@ def test_0008_packs_postings_into_blocks_and_back(pg_server_url: str) -> None:
             "SELECT lexeme, chunk_ids, tfs, dls FROM postings ORDER BY lexeme"
         ).fetchall()
         assert back == [("comet", ids, tfs, dls), ("tail", [1069], [300], [70000])]
+
+
+def test_0009_stores_ids_from_the_block_s_first_and_back(pg_server_url: str) -> None:
+    """0009 turns each 14-byte record into an 8-byte one (the chunk id less the block's first,
+    kept in `first_id`), block by block, and its downgrade gives 0008's records back."""
+    url = new_database(pg_server_url, "docqa_migrate_0009", revision="0008")
+    # 70 chunks hold "comet" (blocks of 32, 32 and 6, ids with gaps); "tail" is one chunk whose
+    # length is beyond an int2 (clamped: docqa's chunks are at most 254 word pieces).
+    ids = [5_000_000_000 + 3 * i + (i % 7) for i in range(70)]
+    tfs = [1 + i % 3 for i in range(70)]
+    dls = [100 + i for i in range(70)]
+    rows = [
+        ("comet", block, ids[block * 32 : (block + 1) * 32]) for block in range((70 + 31) // 32)
+    ]
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            """INSERT INTO documents (owner_id, document_id, filename, content_type, kind,
+                   size_bytes, sha256, blob_key, status, chunk_count)
+               VALUES ('o', 'd', 'c.txt', 'text/plain', 'text', 1, %s, 'none', 'ready', 70)
+               RETURNING pk""",
+            (uuid.uuid4().hex * 2,),
+        ).fetchone()
+        assert row is not None
+        pk = row[0]
+        old: list[tuple[str, int, bytes]] = []
+        for lexeme, block, chunk_ids in rows:
+            entries = np.zeros(len(chunk_ids), dtype=ENTRY_0008)
+            at = ids.index(chunk_ids[0])
+            entries["chunk_id"] = chunk_ids
+            entries["tf"] = tfs[at : at + len(chunk_ids)]
+            entries["dl"] = dls[at : at + len(chunk_ids)]
+            old.append((lexeme, block, entries.tobytes()))
+        tail = np.array([(ids[-1], 300, 70000)], dtype=ENTRY_0008).tobytes()
+        old.append(("tail", 0, tail))
+        for lexeme, block, entries_bytes in old:
+            conn.execute(
+                "INSERT INTO postings (owner_id, lexeme, document_pk, block, entries) "
+                "VALUES ('o', %s, %s, %s, %s)",
+                (lexeme, pk, block, entries_bytes),
+            )
+    migrate.upgrade(url, "0009")
+    with psycopg.connect(url, autocommit=True) as conn:
+        blocks = conn.execute(
+            "SELECT lexeme, block, first_id, entries FROM postings ORDER BY lexeme, block"
+        ).fetchall()
+        assert [(lexeme, block) for lexeme, block, _, _ in blocks] == [
+            ("comet", 0),
+            ("comet", 1),
+            ("comet", 2),
+            ("tail", 0),
+        ]
+        assert all(
+            len(entries) == RECORD.itemsize * min(BLOCK, 70 - 32 * block)
+            for lexeme, block, _, entries in blocks
+            if lexeme == "comet"
+        )
+        assert [first for _, _, first, _ in blocks[:3]] == [ids[0], ids[32], ids[64]]
+
+        def read(lexeme: str) -> list[tuple[int, int, int]]:
+            mine = [(first, entries) for name, _, first, entries in blocks if name == lexeme]
+            heads = np.zeros(len(mine), dtype=HEAD)
+            heads["first_id"] = [first for first, _ in mine]
+            heads["count"] = [len(entries) // RECORD.itemsize for _, entries in mine]
+            records = b"".join(entries for _, entries in mine)
+            return [tuple(p) for p in unpack(records, heads.tobytes()).tolist()]
+
+        assert read("comet") == list(zip(ids, tfs, dls, strict=True))
+        assert read("tail") == [(ids[-1], 300, 32767)]
+        indexdef = conn.execute(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = 'postings_pkey'"
+        ).fetchone()
+        assert indexdef is not None
+        assert "INCLUDE (first_id, entries)" in indexdef[0]
+    command.downgrade(migrate.alembic_config(url), "0008")
+    with psycopg.connect(url, autocommit=True) as conn:
+        back = conn.execute(
+            "SELECT lexeme, block, entries FROM postings ORDER BY lexeme, block"
+        ).fetchall()
+    clamped = np.array([(ids[-1], 300, 32767)], dtype=ENTRY_0008).tobytes()
+    assert back == [*old[:-1], ("tail", 0, clamped)]

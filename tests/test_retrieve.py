@@ -25,7 +25,7 @@ from docqa.ingest.embed import LocalEmbedder, Tokenizer
 from docqa.ingest.pipeline import Runtime
 from docqa.search import lexical, vector
 from docqa.search import retrieve as retrieval
-from docqa.search.index import BLOCK, ENTRY
+from docqa.search.index import BLOCK, HEAD, RECORD, unpack
 from docqa.settings import Settings
 from tests.stack import new_database
 
@@ -37,6 +37,28 @@ TEXTS = {
     "mixed": "A long report about rivers, deserts and mountains, and about rain in each of them, "
     + "with many other words that make this passage much longer than the others. " * 3,
 }
+
+
+def pack(chunk_ids: Any, tfs: Any, dls: Any) -> tuple[bytes, bytes]:
+    """A term's postings as BM25 reads them (records, heads), in blocks of `BLOCK` by chunk id:
+    what `search.index.index_terms` writes, for building terms by hand."""
+    ids = np.asarray(chunk_ids, dtype=np.int64)
+    starts = np.arange(0, len(ids), BLOCK)
+    counts = np.diff(np.append(starts, len(ids)))
+    records = np.zeros(len(ids), dtype=RECORD)
+    records["offset"] = ids - np.repeat(ids[starts], counts)
+    records["tf"], records["dl"] = tfs, dls
+    heads = np.zeros(len(starts), dtype=HEAD)
+    heads["first_id"], heads["count"] = ids[starts], counts
+    return records.tobytes(), heads.tobytes()
+
+
+def read_blocks(blocks: list[Any]) -> np.ndarray:
+    """The postings of posting rows (`first_id`, `entries`), in the rows' order."""
+    heads = np.zeros(len(blocks), dtype=HEAD)
+    heads["first_id"] = [b.first_id for b in blocks]
+    heads["count"] = [len(b.entries) // RECORD.itemsize for b in blocks]
+    return unpack(b"".join(b.entries for b in blocks), heads.tobytes())
 
 
 @dataclass
@@ -298,9 +320,10 @@ async def test_postings_are_written_on_ready_and_go_with_the_document(
 
     postings: dict[str, tuple[list[int], list[int]]] = {}
     for row in await rows(
-        "SELECT lexeme, entries FROM postings WHERE document_pk = :pk ORDER BY lexeme, block"
+        "SELECT lexeme, first_id, entries FROM postings WHERE document_pk = :pk "
+        "ORDER BY lexeme, block"
     ):
-        entries = np.frombuffer(row.entries, dtype=ENTRY)
+        entries = read_blocks([row])
         ids, tfs = postings.setdefault(row.lexeme, ([], []))
         ids.extend(entries["chunk_id"].tolist())
         tfs.extend(entries["tf"].tolist())
@@ -343,7 +366,7 @@ async def test_a_long_documents_postings_are_cut_into_blocks_in_chunk_order(
         blocks = (
             await session.execute(
                 text(
-                    "SELECT block, entries FROM postings "
+                    "SELECT block, first_id, entries FROM postings "
                     "WHERE document_pk = :pk AND lexeme = 'glacier' ORDER BY block"
                 ),
                 {"pk": pk},
@@ -360,8 +383,8 @@ async def test_a_long_documents_postings_are_cut_into_blocks_in_chunk_order(
         ).all()
     assert len(chunks) > BLOCK, "the document should have more chunks than a block holds"
     assert [b.block for b in blocks] == list(range(-(-len(chunks) // BLOCK)))
-    entries = np.concatenate([np.frombuffer(b.entries, dtype=ENTRY) for b in blocks])
-    assert all(len(b.entries) <= BLOCK * ENTRY.itemsize for b in blocks)
+    entries = read_blocks(blocks)
+    assert all(len(b.entries) <= BLOCK * RECORD.itemsize for b in blocks)
     assert entries["chunk_id"].tolist() == [c.id for c in chunks]
     assert entries["dl"].tolist() == [c.token_count for c in chunks]
     async with corpus.db.session() as session:
@@ -375,22 +398,19 @@ def test_bm25_top_matches_a_plain_sum_and_breaks_ties_by_id() -> None:
     """The numpy scoring against a loop over the same postings: dense and sparse chunk ids,
     ties at the cut, and a limit larger than the matches."""
     rng = np.random.default_rng(3)
-    for ids_pool in (np.arange(1, 3000), np.sort(rng.choice(10**12, 3000, replace=False))):
-        terms = []
+    sparse = 10**12 + np.sort(rng.choice(10**9, 3000, replace=False))
+    for ids_pool in (np.arange(1, 3000), sparse):
+        postings = []
         for size in (5, 400, 2500):
             ids = np.sort(rng.choice(ids_pool, size, replace=False))
-            entries = np.zeros(size, dtype=ENTRY)
-            entries["chunk_id"] = ids
-            entries["tf"] = rng.integers(1, 4, size)
-            entries["dl"] = rng.integers(50, 250, size)
-            terms.append(entries.tobytes())
+            postings.append((ids, rng.integers(1, 4, size), rng.integers(50, 250, size)))
+        terms = [pack(*p) for p in postings]
         n, avgdl = 3000.0, 150.0
         expected: dict[int, float] = {}
-        for blob in terms:
-            entries = np.frombuffer(blob, dtype=ENTRY)
-            df = len(entries)
+        for ids, tfs, dls in postings:
+            df = len(ids)
             idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
-            for cid, tf, dl in entries.tolist():
+            for cid, tf, dl in zip(ids.tolist(), tfs.tolist(), dls.tolist(), strict=True):
                 k1, b = lexical.BM25_K1, lexical.BM25_B
                 w = idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * dl / avgdl))
                 expected[cid] = expected.get(cid, 0.0) + w
@@ -400,10 +420,10 @@ def test_bm25_top_matches_a_plain_sum_and_breaks_ties_by_id() -> None:
             assert [cid for cid, _ in got] == [cid for cid, _ in want[:limit]]
             assert [s for _, s in got] == pytest.approx([s for _, s in want[:limit]], rel=1e-9)
     # Ties: the same weights for three chunks; a cut between them keeps the lowest ids.
-    entries = np.zeros(3, dtype=ENTRY)
-    entries["chunk_id"], entries["tf"], entries["dl"] = [30, 10, 20], 1, 100
-    entries.sort(order="chunk_id")
-    assert [c for c, _ in lexical.bm25_top([entries.tobytes()], 10.0, 100.0, 2)] == [10, 20]
+    assert [c for c, _ in lexical.bm25_top([pack([10, 20, 30], 1, 100)], 10.0, 100.0, 2)] == [
+        10,
+        20,
+    ]
     assert lexical.bm25_top([], 10.0, 100.0, 5) == []
 
 

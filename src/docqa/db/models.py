@@ -137,10 +137,11 @@ class Chunk(Base):
 
 class Posting(Base):
     """BM25's inverted index: for one lexeme of one document, a block of at most 32 of the
-    chunks holding it, packed in `entries` as fixed-size records ordered by chunk id (chunk id,
-    term frequency, length in tokens: `search.index.ENTRY`). Written when the document becomes
-    ready (see `search.index.index_terms`). The primary key's index carries `entries`, so BM25
-    reads a lexeme's rows with an index-only scan (migration 0008)."""
+    chunks holding it, ordered by chunk id: the first one's id in `first_id`, and in `entries` a
+    fixed-size record per chunk (its id less `first_id`, the term frequency, the length in word
+    pieces: `search.index.RECORD`). Written when the document becomes ready (see
+    `search.index.index_terms`). The primary key's index carries `first_id` and `entries`, so
+    BM25 reads a lexeme's rows with an index-only scan (migrations 0008 and 0009)."""
 
     __tablename__ = "postings"
 
@@ -150,6 +151,7 @@ class Posting(Base):
         UUID(as_uuid=True), ForeignKey("documents.pk", ondelete="CASCADE"), primary_key=True
     )
     block: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    first_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
     entries: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
 
     # Deleting a document deletes its postings through the foreign key: this index finds them.

@@ -4,9 +4,9 @@ Ingestion writes it and `search.lexical` reads it, just as the vectors are writt
 read at query time.
 
 A posting row holds, for one lexeme of one document, a block of at most `BLOCK` of the chunks
-holding it, packed as `ENTRY` records ordered by chunk id. The primary key's index carries the
-block, so the rows of one lexeme are read together by an index-only scan (migration 0008 says
-why and measures it).
+holding it, ordered by chunk id: the block's first chunk id (`first_id`), and one `RECORD` per
+chunk. The primary key's index carries both, so the rows of one lexeme are read together by an
+index-only scan (migrations 0008 and 0009 say why and measure it).
 """
 
 from __future__ import annotations
@@ -17,31 +17,44 @@ import numpy as np
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-# One chunk in a posting block: its id, the lexeme's frequency in it and its length in tokens,
-# big-endian as PostgreSQL's int8send, int2send and int4send write them. 14 bytes.
-ENTRY = np.dtype([("chunk_id", ">i8"), ("tf", ">i2"), ("dl", ">i4")])
-# Chunks a block holds at most: 32 entries (448 bytes) stay below the size at which PostgreSQL
-# compresses a value stored in an index row (about 509 bytes), so a block is never compressed.
+# One chunk in a posting block: its id less the block's first chunk id, the lexeme's frequency
+# in it and its length in word pieces, big-endian as PostgreSQL's int4send and int2send write
+# them. 8 bytes (14 before migration 0009, with the whole id and an int4 length): the bytes a
+# question reads are most of BM25's time at scale. A chunk is at most 254 word pieces
+# (`ingest.chunk`), so its length fits an int2; it is clamped to 32,767 all the same.
+RECORD = np.dtype([("offset", ">i4"), ("tf", ">i2"), ("dl", ">i2")])
+# A block as the reader receives it beside the records: its first chunk id and its record count.
+HEAD = np.dtype([("first_id", ">i8"), ("count", ">i2")])
+# Chunks a block holds at most. 32 was chosen when a record took 14 bytes, to keep a block
+# (448 bytes) below the size at which PostgreSQL compresses a value stored in an index (about
+# 509 bytes); migration 0009 converts blocks row by row and keeps it.
 BLOCK = 32
-_BLOCK_BYTES = BLOCK * ENTRY.itemsize
+# What the records mean: the chunk ids, term frequencies and lengths of a term's postings.
+POSTING = np.dtype([("chunk_id", np.int64), ("tf", np.int64), ("dl", np.int64)])
 
-# Posting rows of one document, from its chunks' stored tsvectors: each lexeme's entries packed
-# in chunk order, then cut into blocks of `BLOCK` entries. Every lexeme of a tsvector built by
-# to_tsvector has positions; the coalesce covers one that was stripped of them.
+# Posting rows of one document, from its chunks' stored tsvectors: each lexeme's chunks in id
+# order, numbered, cut into blocks of `BLOCK`, each block's ids stored from its first. Every
+# lexeme of a tsvector built by to_tsvector has positions; the coalesce covers one that was
+# stripped of them. An offset beyond an int4 (four billion chunk ids between two chunks of one
+# document) fails the cast rather than writing a wrong id.
 _INDEX_TERMS_SQL = text(
     """
-    INSERT INTO postings (owner_id, lexeme, document_pk, block, entries)
-    SELECT l.owner_id, l.lexeme, l.document_pk, b.block::int2,
-           substring(l.entries FROM b.block * :block_bytes + 1 FOR :block_bytes)
+    INSERT INTO postings (owner_id, lexeme, document_pk, block, first_id, entries)
+    SELECT e.owner_id, e.lexeme, e.document_pk, e.block::int2, e.first_id,
+           string_agg(int4send((e.id - e.first_id)::int4) || int2send(e.tf) || int2send(e.dl),
+                      ''::bytea ORDER BY e.id)
     FROM (
-        SELECT c.owner_id, t.lexeme, c.document_pk,
-               string_agg(int8send(c.id) || int2send(coalesce(cardinality(t.positions), 1)::int2)
-                          || int4send(c.token_count), ''::bytea ORDER BY c.id) AS entries
-        FROM chunks c CROSS JOIN unnest(c.tsv) AS t
-        WHERE c.document_pk = :pk
-        GROUP BY c.owner_id, t.lexeme, c.document_pk
-    ) l
-    CROSS JOIN generate_series(0, (length(l.entries) - 1) / :block_bytes) AS b(block)
+        SELECT n.*, min(n.id) OVER (PARTITION BY n.lexeme, n.block) AS first_id
+        FROM (
+            SELECT c.owner_id, t.lexeme, c.document_pk, c.id,
+                   coalesce(cardinality(t.positions), 1)::int2 AS tf,
+                   least(c.token_count, 32767)::int2 AS dl,
+                   (row_number() OVER (PARTITION BY t.lexeme ORDER BY c.id) - 1) / :block AS block
+            FROM chunks c CROSS JOIN unnest(c.tsv) AS t
+            WHERE c.document_pk = :pk
+        ) n
+    ) e
+    GROUP BY e.owner_id, e.lexeme, e.document_pk, e.block, e.first_id
     """
 )
 
@@ -52,4 +65,17 @@ async def index_terms(session: AsyncSession, document_pk: uuid.UUID) -> None:
     Call it once, in the transaction that makes the document ready: retrieval searches ready
     documents only, so their postings are always complete.
     """
-    await session.execute(_INDEX_TERMS_SQL, {"pk": document_pk, "block_bytes": _BLOCK_BYTES})
+    await session.execute(_INDEX_TERMS_SQL, {"pk": document_pk, "block": BLOCK})
+
+
+def unpack(records: bytes, heads: bytes) -> np.ndarray:
+    """A term's postings (`POSTING`), from its blocks' records joined in one byte string and
+    their `HEAD`s joined in another, in the same order."""
+    found = np.frombuffer(records, dtype=RECORD)
+    head = np.frombuffer(heads, dtype=HEAD)
+    out = np.empty(len(found), dtype=POSTING)
+    out["chunk_id"] = np.repeat(head["first_id"].astype(np.int64), head["count"])
+    out["chunk_id"] += found["offset"]
+    out["tf"] = found["tf"]
+    out["dl"] = found["dl"]
+    return out

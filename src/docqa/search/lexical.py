@@ -8,9 +8,10 @@ exactly the documents being searched, at query time, so they need no upkeep when
 and go.
 
 PostgreSQL finds the rows (one index-only scan per query term, filtered by owner and document)
-and joins each term's blocks into one byte string; the scoring runs here, on whole arrays with
-numpy. Summing the terms' weights per chunk inside PostgreSQL (unnesting every posting into a row
-and grouping) was two thirds of the time (docs/database.md).
+and joins each term's blocks into one byte string, read in its binary format; the scoring runs
+here, on whole arrays with numpy. Summing the terms' weights per chunk inside PostgreSQL
+(unnesting every posting into a row and grouping) was two thirds of the time
+(docs/database.md).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from sqlalchemy import TextClause, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from docqa.search.index import ENTRY
+from docqa.search.index import HEAD, RECORD
 
 # BM25 parameters: the usual defaults (Robertson; Lucene and Elasticsearch use the same).
 BM25_K1 = 1.2
@@ -69,9 +70,10 @@ def _for_scope(
 
 # `scope`: the number of chunks and their average length over the documents searched, from the
 # per-document totals (on every row, and on a row of its own when no term matches). Then, for
-# each of the question's lexemes, its posting blocks in those documents joined into one string:
-# one index-only scan each, whose rows come out already grouped (a GROUP BY over them would sort
-# megabytes of blocks first, which spilled to disk at 1M chunks).
+# each of the question's lexemes, its posting blocks in those documents: their records joined
+# into one string, and their heads (first chunk id, record count) into another, in the same
+# order. One index-only scan each, whose rows come out already grouped (a GROUP BY over them
+# would sort megabytes of blocks first, which spilled to disk at 1M chunks).
 _POSTINGS = """
     WITH scope AS (
         SELECT sum(d.chunk_count)::float8 AS n,
@@ -80,12 +82,18 @@ _POSTINGS = """
         WHERE d.owner_id = %(owner)s AND {documents}
     ),
     hits AS MATERIALIZED (
-        SELECT (SELECT string_agg(p.entries, ''::bytea)
-                FROM postings p
-                WHERE p.owner_id = %(owner)s AND p.lexeme = t.lexeme {postings}) AS entries
+        SELECT b.records, b.heads
         FROM unnest(to_tsvector('english', %(question)s)) t
+        CROSS JOIN LATERAL (
+            SELECT string_agg(p.entries, ''::bytea) AS records,
+                   string_agg(int8send(p.first_id) || int2send((length(p.entries) / 8)::int2),
+                              ''::bytea) AS heads
+            FROM postings p
+            WHERE p.owner_id = %(owner)s AND p.lexeme = t.lexeme {postings}
+        ) b
     )
-    SELECT s.n, s.avgdl, h.entries FROM scope s LEFT JOIN hits h ON h.entries IS NOT NULL
+    SELECT s.n, s.avgdl, h.records, h.heads
+    FROM scope s LEFT JOIN hits h ON h.records IS NOT NULL
 """
 # psycopg's own placeholders: this query runs on the driver's connection (`_fetch_binary`).
 POSTINGS_SQL = _POSTINGS.format(
@@ -100,27 +108,37 @@ _DENSE_FLOOR = 1 << 20
 
 
 def bm25_top(
-    terms: list[bytes], n: float, avgdl: float, limit: int, k1: float = BM25_K1, b: float = BM25_B
+    terms: list[tuple[bytes, bytes]],
+    n: float,
+    avgdl: float,
+    limit: int,
+    k1: float = BM25_K1,
+    b: float = BM25_B,
 ) -> Ranking:
     """The `limit` best chunks by Okapi BM25, best first (ties by chunk id), from each query
-    term's packed postings (`ENTRY` records) over a scope of `n` chunks of average length
-    `avgdl`."""
+    term's postings (its blocks' `RECORD`s joined, and their `HEAD`s) over a scope of `n` chunks
+    of average length `avgdl`."""
     if not terms or limit <= 0:
         return []
-    blocks = [np.frombuffer(blob, dtype=ENTRY) for blob in terms]
-    ids = np.empty(sum(len(entries) for entries in blocks), dtype=np.int64)
+    blocks = [
+        (np.frombuffer(records, dtype=RECORD), np.frombuffer(heads, dtype=HEAD))
+        for records, heads in terms
+    ]
+    ids = np.empty(sum(len(records) for records, _ in blocks), dtype=np.int64)
     weights = np.empty(len(ids), dtype=np.float64)
     # idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * dl / avgdl)), written into `weights` in
     # place: at 1M chunks a question has about a million postings, and every temporary array
     # is another pass over them.
     at = 0
-    for entries in blocks:
-        df = len(entries)
+    for records, heads in blocks:
+        df = len(records)
         idf = np.log(1 + (n - df + 0.5) / (df + 0.5))
-        ids[at : at + df] = entries["chunk_id"]
-        tf = entries["tf"].astype(np.float64)
+        chunk_ids = ids[at : at + df]
+        chunk_ids[:] = np.repeat(heads["first_id"], heads["count"])
+        chunk_ids += records["offset"]
+        tf = records["tf"].astype(np.float64)
         weight = weights[at : at + df]
-        np.multiply(entries["dl"], k1 * b / avgdl, out=weight)
+        np.multiply(records["dl"], k1 * b / avgdl, out=weight)
         weight += k1 * (1 - b)
         weight += tf
         np.divide(tf, weight, out=weight)
@@ -180,7 +198,7 @@ async def lexical_ranking(
         rows = await _fetch_binary(session, LIBRARY_POSTINGS_SQL, params)
     else:
         rows = await _fetch_binary(session, POSTINGS_SQL, params | {"pks": document_pks})
-    terms = [row[2] for row in rows if row[2] is not None]
+    terms = [(row[2], row[3]) for row in rows if row[2] is not None]
     if not terms or rows[0][0] is None:
         return []
     return bm25_top(terms, float(rows[0][0]), float(rows[0][1]), limit)

@@ -9,8 +9,8 @@ documents' rows were written, one heap page each: a question over 1M chunks touc
 pages, most of them outside PostgreSQL's buffers, and that was most of its 555 ms.
 
 Now a row holds one block of at most 32 of a document's chunks for one lexeme, packed as
-fixed-size big-endian records (`search.index.ENTRY`: chunk id int8, term frequency int2, length
-int4; 14 bytes each, by chunk id), and the primary key's index carries that block
+fixed-size big-endian records (chunk id int8, term frequency int2, length int4; 14 bytes each,
+by chunk id; migration 0009 made them smaller), and the primary key's index carries that block
 (`INCLUDE (entries)`). The rows of one lexeme are then neighbours in the index's leaf pages and
 are read by an index-only scan. 32 records (448 bytes) keep every value under the size at which
 PostgreSQL compresses values inside an index (about 509 bytes), so no block is ever compressed
