@@ -63,7 +63,9 @@ def serve(
 
     from docqa.app import create_app
     from docqa.auth import resolve_mode
+    from docqa.process import keep_freed_memory
 
+    keep_freed_memory()
     settings = _settings()
     try:
         # Off only on loopback; anywhere else every request needs a key (DOCQA_AUTH=keys).
@@ -122,8 +124,10 @@ def worker(
     """Run a worker alone; start more of them to process more documents at once."""
     import asyncio
 
+    from docqa.process import keep_freed_memory
     from docqa.worker import worker_main
 
+    keep_freed_memory()
     asyncio.run(worker_main(_settings(), name))
 
 
