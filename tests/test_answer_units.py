@@ -137,6 +137,31 @@ def test_select_prefers_the_supporting_sentence_and_keeps_reading_order() -> Non
     assert [s.order for s in chosen] == sorted(s.order for s in chosen)
 
 
+def test_select_reuses_the_question_vector_retrieval_made() -> None:
+    """Given the question's vector, `select` embeds only the sentences (one model call fewer
+    before the first word) and chooses as it would have with its own."""
+
+    class Counting(BagOfWordsEmbedder):
+        queries = 0
+
+        def embed_query(self, text: str) -> Vectors:
+            self.queries += 1
+            return super().embed_query(text)
+
+    hits = [
+        hit(2, "The ferry carries 300 passengers. The ferry was built in 1987 in Rijeka.", page=2),
+        hit(1, "The strait is cold. Storms close the crossing in winter.", page=1),
+    ]
+    question = "When was the ferry built?"
+    embedder = Counting()
+    own = extractive.select(question, hits, embedder)
+    assert embedder.queries == 1
+    vector = embedder.embed_query(question).tolist()
+    given = extractive.select(question, hits, embedder, question_vector=vector)
+    assert embedder.queries == 2, "the given vector is used, not made again"
+    assert given == own
+
+
 def test_select_never_repeats_a_sentence_from_overlapping_passages() -> None:
     same = "The dome was restored in 2022 with copper sheets."
     hits = [hit(1, f"Intro text here. {same}"), hit(2, f"{same} More words follow here.")]

@@ -204,10 +204,18 @@ def information(kind: str, sentence: str, question: str) -> float:
     return 0.5 if _NUMBER.search(sentence) or _NAME.search(sentence) else 0.0
 
 
-def select(question: str, hits: Sequence[Hit], embedder: Embedder, context: str = "") -> Selection:
+def select(
+    question: str,
+    hits: Sequence[Hit],
+    embedder: Embedder,
+    context: str = "",
+    question_vector: Sequence[float] | None = None,
+) -> Selection:
     """The sentences that best answer `question`, in reading order. `context` is what the
-    question inherits from the conversation (its standalone form). Blocking: it runs the
-    embedding model, so call it from a thread."""
+    question inherits from the conversation (its standalone form). `question_vector`, the
+    embedder's vector of `question` when the caller has it already (retrieval made it), saves
+    a model call on the way to the first word. Blocking: it runs the embedding model, so call
+    it from a thread."""
     sentences = candidates(hits)
     if not sentences:
         return Selection(_opening(hits), 0.0, 0.0)
@@ -223,7 +231,11 @@ def select(question: str, hits: Sequence[Hit], embedder: Embedder, context: str 
     shortlist = sorted(range(len(sentences)), key=lambda i: -prior[i])[:SHORTLIST]
     if kind == "list":  # the items of a list travel with the sentence that leads into them
         shortlist = _with_list_items(sentences, shortlist)
-    qvec = embedder.embed_query(question)
+    qvec = (
+        embedder.embed_query(question)
+        if question_vector is None
+        else np.asarray(question_vector, dtype=np.float32)
+    )
     svecs = embedder.embed_documents([sentences[i].text for i in shortlist])
     similarity = np.asarray(svecs @ qvec, dtype=np.float64)
     scored: list[tuple[float, int]] = []

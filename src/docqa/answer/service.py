@@ -168,6 +168,7 @@ class Answerer:
         embedding = None
         if not _follows_up(question):
             embedding = start_embedding(self._embedder, question.text)
+        question_vector: list[float] | None = None  # the extractive answerer reuses it
         try:
             pks = await document_scope(self._db, owner_id, question.document_ids)
             standalone = await self.standalone(question)
@@ -186,6 +187,13 @@ class Answerer:
                 stats=stats,
             )
             retrieval_ms = (time.perf_counter() - started) * 1000
+            if (
+                embedding is not None
+                and embedding.done()
+                and not embedding.cancelled()
+                and embedding.exception() is None
+            ):
+                question_vector = embedding.result()
         finally:
             if embedding is not None:  # done by now, unless a document was unknown or not ready
                 await drop_embedding(embedding)
@@ -197,7 +205,14 @@ class Answerer:
             # The follow-up's own words lead; what it inherits from the conversation helps.
             context = standalone if standalone != question.text else ""
             selection, unmentioned = await asyncio.gather(
-                asyncio.to_thread(extractive.select, question.text, hits, self._embedder, context),
+                asyncio.to_thread(
+                    extractive.select,
+                    question.text,
+                    hits,
+                    self._embedder,
+                    context,
+                    question_vector,
+                ),
                 self._unmentioned_years(owner_id, pks, standalone),
             )
             evidence = Evidence(selection.similarity, stats.best_similarity, unmentioned)
