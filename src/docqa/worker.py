@@ -30,8 +30,12 @@ async def worker_main(settings: Settings, name: str) -> None:
         if settings.migrate_on_start:
             await asyncio.to_thread(migrate.upgrade, db.url)
         runtime = Runtime(settings, db, store, make_embedder(settings), Tokenizer())
-        # Load the model before taking jobs, so the first job's timings are the job's own.
-        await asyncio.to_thread(runtime.embedder.embed_query, "warm up")
+        # Load the model and start a sandbox before taking jobs, so the first job's timings are
+        # the job's own.
+        await asyncio.gather(
+            asyncio.to_thread(runtime.embedder.embed_query, "warm up"),
+            asyncio.to_thread(runtime.sandboxes.warm, settings.extract_memory_mb),
+        )
         freeze_startup_objects()
         jobs = build_job_app(settings, db.url)
         try:

@@ -46,6 +46,7 @@ PRELOAD = [
     "docqa.formats.ocr",
     "docqa.formats.pdf_ocr",
     "pypdfium2",
+    "numpy",  # the PDF reader maps character boxes with it
     "PIL.Image",
     "docx",
     "bs4",

@@ -159,6 +159,23 @@ class SandboxPool:
             sandbox.kill()
         return found or Sandbox(self._ctx(), self._serve, memory_mb)
 
+    def warm(self, memory_mb: int) -> None:
+        """Start a sandbox before the first file, when none is idle. The first sandbox of a
+        worker also starts the fork server, which imports the readers (`extract.PRELOAD`):
+        0.4 s of wall time and 0.35 s of CPU that the first document read would otherwise
+        wait for (measured on 2 cores with the 3M 10-K as that document)."""
+        with self._lock:
+            if self._idle:
+                return
+            self.started += 1
+        sandbox = Sandbox(self._ctx(), self._serve, memory_mb)
+        sandbox.idle_since = time.monotonic()
+        with self._lock:
+            if len(self._idle) < self.size:
+                self._idle.append(sandbox)
+                return
+        sandbox.kill()
+
     def checkin(self, sandbox: Sandbox, *, clean: bool, pages: int) -> None:
         """Give a sandbox back after a file. `clean`: the file was read to its end and nothing
         is left in the pipe; anything else retires the sandbox."""
