@@ -4,6 +4,7 @@ upgrade and is usable afterwards, and the chain downgrades cleanly."""
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import numpy as np
 import psycopg
@@ -71,20 +72,36 @@ def test_0004_indexes_existing_ready_documents(pg_server_url: str) -> None:
 ENTRY_0008 = np.dtype([("chunk_id", ">i8"), ("tf", ">i2"), ("dl", ">i4")])
 
 
+def _ready_document(conn: psycopg.Connection[Any], chunks: int) -> uuid.UUID:
+    """A ready document of owner 'o' with `chunks` chunks (none stored): its key."""
+    row = conn.execute(
+        """INSERT INTO documents (owner_id, document_id, filename, content_type, kind,
+               size_bytes, sha256, blob_key, status, chunk_count)
+           VALUES ('o', 'd', 'c.txt', 'text/plain', 'text', 1, %s, 'none', 'ready', %s)
+           RETURNING pk""",
+        (uuid.uuid4().hex * 2, chunks),
+    ).fetchone()
+    assert row is not None
+    pk: uuid.UUID = row[0]
+    return pk
+
+
+def _postings_key(conn: psycopg.Connection[Any]) -> str:
+    """The definition of the postings' primary key index."""
+    row = conn.execute(
+        "SELECT indexdef FROM pg_indexes WHERE indexname = 'postings_pkey'"
+    ).fetchone()
+    assert row is not None
+    definition: str = row[0]
+    return definition
+
+
 def test_0008_packs_postings_into_blocks_and_back(pg_server_url: str) -> None:
     """0008 converts each posting row's arrays into packed blocks of at most 32 chunks, in
     chunk order, and its downgrade gives the arrays back unchanged."""
     url = new_database(pg_server_url, "docqa_migrate_0008", revision="0007")
     with psycopg.connect(url, autocommit=True) as conn:
-        row = conn.execute(
-            """INSERT INTO documents (owner_id, document_id, filename, content_type, kind,
-                   size_bytes, sha256, blob_key, status, chunk_count)
-               VALUES ('o', 'd', 'c.txt', 'text/plain', 'text', 1, %s, 'none', 'ready', 70)
-               RETURNING pk""",
-            (uuid.uuid4().hex * 2,),
-        ).fetchone()
-        assert row is not None
-        pk = row[0]
+        pk = _ready_document(conn, chunks=70)
         # 70 chunks hold "comet" (three blocks: 32, 32 and 6); one holds "tail".
         ids = list(range(1000, 1070))
         tfs = [1 + i % 3 for i in range(70)]
@@ -119,11 +136,7 @@ def test_0008_packs_postings_into_blocks_and_back(pg_server_url: str) -> None:
         tail = np.frombuffer(blocks[-1][2], dtype=ENTRY_0008)
         assert tail.tolist() == [(1069, 300, 70000)]
         # The blocks ride in the primary key's index, for index-only scans.
-        indexdef = conn.execute(
-            "SELECT indexdef FROM pg_indexes WHERE indexname = 'postings_pkey'"
-        ).fetchone()
-        assert indexdef is not None
-        assert "INCLUDE (entries)" in indexdef[0]
+        assert "INCLUDE (entries)" in _postings_key(conn)
     command.downgrade(migrate.alembic_config(url), "0007")
     with psycopg.connect(url, autocommit=True) as conn:
         back = conn.execute(
@@ -145,15 +158,7 @@ def test_0009_stores_ids_from_the_block_s_first_and_back(pg_server_url: str) -> 
         ("comet", block, ids[block * 32 : (block + 1) * 32]) for block in range((70 + 31) // 32)
     ]
     with psycopg.connect(url, autocommit=True) as conn:
-        row = conn.execute(
-            """INSERT INTO documents (owner_id, document_id, filename, content_type, kind,
-                   size_bytes, sha256, blob_key, status, chunk_count)
-               VALUES ('o', 'd', 'c.txt', 'text/plain', 'text', 1, %s, 'none', 'ready', 70)
-               RETURNING pk""",
-            (uuid.uuid4().hex * 2,),
-        ).fetchone()
-        assert row is not None
-        pk = row[0]
+        pk = _ready_document(conn, chunks=70)
         old: list[tuple[str, int, bytes]] = []
         for lexeme, block, chunk_ids in rows:
             entries = np.zeros(len(chunk_ids), dtype=ENTRY_0008)
@@ -198,11 +203,7 @@ def test_0009_stores_ids_from_the_block_s_first_and_back(pg_server_url: str) -> 
 
         assert read("comet") == list(zip(ids, tfs, dls, strict=True))
         assert read("tail") == [(ids[-1], 300, 32767)]
-        indexdef = conn.execute(
-            "SELECT indexdef FROM pg_indexes WHERE indexname = 'postings_pkey'"
-        ).fetchone()
-        assert indexdef is not None
-        assert "INCLUDE (first_id, entries)" in indexdef[0]
+        assert "INCLUDE (first_id, entries)" in _postings_key(conn)
     command.downgrade(migrate.alembic_config(url), "0008")
     with psycopg.connect(url, autocommit=True) as conn:
         back = conn.execute(

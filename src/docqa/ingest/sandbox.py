@@ -168,13 +168,7 @@ class SandboxPool:
             if self._idle:
                 return
             self.started += 1
-        sandbox = Sandbox(self._ctx(), self._serve, memory_mb)
-        sandbox.idle_since = time.monotonic()
-        with self._lock:
-            if len(self._idle) < self.size:
-                self._idle.append(sandbox)
-                return
-        sandbox.kill()
+        self._keep_idle(Sandbox(self._ctx(), self._serve, memory_mb))
 
     def checkin(self, sandbox: Sandbox, *, clean: bool, pages: int) -> None:
         """Give a sandbox back after a file. `clean`: the file was read to its end and nothing
@@ -190,6 +184,10 @@ class SandboxPool:
         if not clean or worn or not sandbox.alive():
             self.retire(sandbox)
             return
+        self._keep_idle(sandbox)
+
+    def _keep_idle(self, sandbox: Sandbox) -> None:
+        """Keep a sandbox for the next file, or kill it when the pool has enough idle ones."""
         sandbox.idle_since = time.monotonic()
         with self._lock:
             if len(self._idle) < self.size:
