@@ -78,7 +78,7 @@ if TYPE_CHECKING:
     from docqa.search.retrieve import Mode
 
 CHUNKS_PER_DOCUMENT = 100
-WARMUP = 10  # asks left out of every pass; `--warmup` sets it
+WARMUP = 10  # asks left out of every pass (the first pass: `--warmup`)
 COPY_TYPES = ["uuid", "varchar", "int4", "int4", "int4", "int4", "int4", "int4", "text", "vector"]
 OWNER = "local"
 
@@ -341,7 +341,9 @@ async def ask_once(
     }
 
 
-async def measure(url: str, database_url: str, qs: list[str]) -> dict[str, list[float]]:
+async def measure(
+    url: str, database_url: str, qs: list[str], warmup: int
+) -> dict[str, list[float]]:
     """Each question asked over HTTP, then the baselines run in this process on the same
     database, one after the other: so both see the same load on the machine."""
     from sqlalchemy import func, select
@@ -391,7 +393,7 @@ async def measure(url: str, database_url: str, qs: list[str]) -> dict[str, list[
                 started = time.perf_counter()
                 await asyncio.to_thread(embedder.embed_query, q)
                 embed = (time.perf_counter() - started) * 1000
-                if i < WARMUP:
+                if i < warmup:
                     out["warmup_first_token"].append(asked["first_token"])
                     continue
                 out["first_token"].append(asked["first_token"])
@@ -414,7 +416,9 @@ def _ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-async def scale_report(url: str, database_url: str, qs: list[str]) -> dict[str, Any]:
+async def scale_report(
+    url: str, database_url: str, qs: list[str], warmup: int = WARMUP
+) -> dict[str, Any]:
     """For the whole library and one document: the first token over HTTP, then BM25 alone, the
     vector side alone and its recall@10 against the exact scan of the same scope."""
     from sqlalchemy import select
@@ -469,7 +473,7 @@ async def scale_report(url: str, database_url: str, qs: list[str]) -> dict[str, 
                         ranked.append([cid for cid, _ in ranking[:10]])
                         if not exact:
                             vector_ms = _ms(started)
-                    if i < WARMUP:
+                    if i < warmup:
                         continue
                     m["first"].append(first)
                     m["bm25"].append(bm25)
@@ -584,27 +588,30 @@ async def paired(
     qs: list[str],
     first: Callable[[str], Awaitable[dict[str, Any]]],
     second: Callable[[str], Awaitable[dict[str, Any]]],
+    warmup: int = WARMUP,
 ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """Each question asked both ways, back to back, the order alternating so that both see the
-    same load and the same warm caches; the first `WARMUP` pairs are left out."""
+    same load and the same warm caches; the first `warmup` pairs are left out."""
     pairs = []
     for i, q in enumerate(qs):
         if i % 2:
             b, a = await second(q), await first(q)
         else:
             a, b = await first(q), await second(q)
-        if i >= WARMUP:
+        if i >= warmup:
             pairs.append((a, b))
     return pairs
 
 
-async def openai_compare(url: str, qs: list[str]) -> dict[str, Any]:
+async def openai_compare(url: str, qs: list[str], warmup: int = WARMUP) -> dict[str, Any]:
     """The first token through `/v1/chat/completions` against `/api/v1/ask`: each question
     asked both ways, back to back, the order alternating, so both see the same load and the
     same warm caches. Target: within 2 ms of `/api/v1/ask` at 10k chunks."""
     m: dict[str, list[float]] = {k: [] for k in ("ask", "chat", "ask_client", "chat_client")}
     async with httpx.AsyncClient(base_url=url, timeout=60) as client:
-        pairs = await paired(qs, lambda q: ask_once(client, q), lambda q: chat_once(client, q))
+        pairs = await paired(
+            qs, lambda q: ask_once(client, q), lambda q: chat_once(client, q), warmup
+        )
         for asked, chat in pairs:
             m["ask"].append(asked["first_token"])
             m["chat"].append(chat["first_token"])
@@ -648,7 +655,9 @@ def rerank_api(st: BenchStack) -> Iterator[str]:
         mock.stop()
 
 
-async def rerank_compare(url: str, rerank_url: str, qs: list[str]) -> dict[str, Any]:
+async def rerank_compare(
+    url: str, rerank_url: str, qs: list[str], warmup: int = WARMUP
+) -> dict[str, Any]:
     """The time reranking adds to an ask (the best 30 fused chunks sent to the rerank server and
     reordered), reported apart from the first token without it: each question asked of both
     APIs back to back, the order alternating, so both see the same load."""
@@ -657,7 +666,9 @@ async def rerank_compare(url: str, rerank_url: str, qs: list[str]) -> dict[str, 
         httpx.AsyncClient(base_url=url, timeout=60) as plain,
         httpx.AsyncClient(base_url=rerank_url, timeout=60) as reranking,
     ):
-        pairs = await paired(qs, lambda q: ask_once(plain, q), lambda q: ask_once(reranking, q))
+        pairs = await paired(
+            qs, lambda q: ask_once(plain, q), lambda q: ask_once(reranking, q), warmup
+        )
         for a, b in pairs:
             m["plain"].append(a["first_token"])
             m["rerank"].append(b["first_token"])
@@ -679,7 +690,6 @@ async def rerank_compare(url: str, rerank_url: str, qs: list[str]) -> dict[str, 
 def main() -> None:
     from docqa.process import keep_freed_memory
 
-    global WARMUP
     parser = argparse.ArgumentParser()
     parser.add_argument("--asks", type=int, default=100)
     parser.add_argument("--sizes", default="10000,100000")
@@ -700,8 +710,8 @@ def main() -> None:
     keep_freed_memory()
     sizes = [int(s) for s in args.sizes.split(",")]
     texts = corpus()
-    WARMUP = args.warmup
-    qs = questions(texts, args.asks + WARMUP, random.Random(7))
+    warmup = args.warmup
+    qs = questions(texts, args.asks + warmup, random.Random(7))
     print(f"bench_ask: {args.asks} asks per size, {len(texts)} distinct chunk texts, {cpu_note()}")
     workdir = Path(os.environ.get("TMPDIR", "/tmp"))
     with (
@@ -726,8 +736,8 @@ def main() -> None:
                 f"{total} chunks in {total // CHUNKS_PER_DOCUMENT} documents "
                 f"(load average {os.getloadavg()[0]:.1f}):"
             )
-            m = asyncio.run(measure(st.url, st.database_url, qs))
-            print(line(f"server first token, {WARMUP} warm-up asks", m["warmup_first_token"]))
+            m = asyncio.run(measure(st.url, st.database_url, qs, warmup))
+            print(line(f"server first token, {warmup} warm-up asks", m["warmup_first_token"]))
             print(line("server first token (target)", m["first_token"]))
             print(line("  of which server retrieval", m["retrieval"]))
             print(line("client first token (loopback)", m["client"]))
@@ -740,7 +750,7 @@ def main() -> None:
             results[size] = {
                 "first_token_p50_ms": statistics.median(m["first_token"]),
                 "first_token_p99_ms": pct(m["first_token"], 99),
-                "warmup_asks": WARMUP,
+                "warmup_asks": warmup,
                 "warmup_first_token_p50_ms": statistics.median(m["warmup_first_token"]),
                 "ask_overhead_p50_ms": statistics.median(overhead),
                 "retrieve_hybrid_p50_ms": statistics.median(m["hybrid"]),
@@ -750,13 +760,12 @@ def main() -> None:
             }
             # The server is warm now: the later passes leave out 10 asks of their own, the last
             # of the warm-up questions (the scale pass's exact scans take seconds each at 1M).
-            again = min(WARMUP, 10)
-            later, WARMUP = qs[WARMUP - again :], again
+            again = min(warmup, WARMUP)
+            later = qs[warmup - again :]
             with rerank_api(st) as rerank_url:
-                results[size] |= asyncio.run(rerank_compare(st.url, rerank_url, later))
-            results[size] |= asyncio.run(openai_compare(st.url, later))
-            results[size] |= asyncio.run(scale_report(st.url, st.database_url, later))
-            WARMUP = args.warmup
+                results[size] |= asyncio.run(rerank_compare(st.url, rerank_url, later, again))
+            results[size] |= asyncio.run(openai_compare(st.url, later, again))
+            results[size] |= asyncio.run(scale_report(st.url, st.database_url, later, again))
         print(json.dumps(results, indent=2))
 
 

@@ -17,13 +17,12 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import psycopg
 import pytest
 
 from docqa.db.engine import PGVECTOR_SQL, EmbeddedServer, pgvector_problem
-from docqa.search.index import HEAD, RECORD, unpack
 from docqa.settings import Settings
+from tests.postings import read_blocks
 from tests.stack import ROOT, Proc, free_port, run_docqa
 
 # Run by a child process with `pgserver` 0.1.4: the data directory docqa 0.1 would have made.
@@ -126,8 +125,7 @@ def _posting_entries(url: str) -> list[tuple[str, str, int, int, int]]:
             for lexeme, pk, first_id, entries in conn.execute(
                 "SELECT lexeme, document_pk::text, first_id, entries FROM postings"
             ):
-                heads = np.array([(first_id, len(entries) // RECORD.itemsize)], dtype=HEAD)
-                postings = unpack(entries, heads.tobytes()).tolist()
+                postings = read_blocks([(first_id, entries)]).tolist()
                 out += [(lexeme, pk, *e) for e in postings]
         else:
             assert "entries" not in columns, "0008's layout is only ever passed through"

@@ -11,7 +11,8 @@ import psycopg
 from alembic import command
 
 from docqa.db import migrate
-from docqa.search.index import BLOCK, HEAD, RECORD, unpack
+from docqa.search.index import BLOCK, RECORD
+from tests.postings import read_blocks
 from tests.stack import new_database
 
 
@@ -195,11 +196,7 @@ def test_0009_stores_ids_from_the_block_s_first_and_back(pg_server_url: str) -> 
 
         def read(lexeme: str) -> list[tuple[int, int, int]]:
             mine = [(first, entries) for name, _, first, entries in blocks if name == lexeme]
-            heads = np.zeros(len(mine), dtype=HEAD)
-            heads["first_id"] = [first for first, _ in mine]
-            heads["count"] = [len(entries) // RECORD.itemsize for _, entries in mine]
-            records = b"".join(entries for _, entries in mine)
-            return [tuple(p) for p in unpack(records, heads.tobytes()).tolist()]
+            return [tuple(p) for p in read_blocks(mine).tolist()]
 
         assert read("comet") == list(zip(ids, tfs, dls, strict=True))
         assert read("tail") == [(ids[-1], 300, 32767)]

@@ -25,8 +25,9 @@ from docqa.ingest.embed import LocalEmbedder, Tokenizer
 from docqa.ingest.pipeline import Runtime
 from docqa.search import lexical, vector
 from docqa.search import retrieve as retrieval
-from docqa.search.index import BLOCK, HEAD, RECORD, unpack
+from docqa.search.index import BLOCK, RECORD
 from docqa.settings import Settings
+from tests.postings import pack, read_blocks
 from tests.stack import new_database
 
 TEXTS = {
@@ -37,28 +38,6 @@ TEXTS = {
     "mixed": "A long report about rivers, deserts and mountains, and about rain in each of them, "
     + "with many other words that make this passage much longer than the others. " * 3,
 }
-
-
-def pack(chunk_ids: Any, tfs: Any, dls: Any) -> tuple[bytes, bytes]:
-    """A term's postings as BM25 reads them (records, heads), in blocks of `BLOCK` by chunk id:
-    what `search.index.index_terms` writes, for building terms by hand."""
-    ids = np.asarray(chunk_ids, dtype=np.int64)
-    starts = np.arange(0, len(ids), BLOCK)
-    counts = np.diff(np.append(starts, len(ids)))
-    records = np.zeros(len(ids), dtype=RECORD)
-    records["offset"] = ids - np.repeat(ids[starts], counts)
-    records["tf"], records["dl"] = tfs, dls
-    heads = np.zeros(len(starts), dtype=HEAD)
-    heads["first_id"], heads["count"] = ids[starts], counts
-    return records.tobytes(), heads.tobytes()
-
-
-def read_blocks(blocks: list[Any]) -> np.ndarray:
-    """The postings of posting rows (`first_id`, `entries`), in the rows' order."""
-    heads = np.zeros(len(blocks), dtype=HEAD)
-    heads["first_id"] = [b.first_id for b in blocks]
-    heads["count"] = [len(b.entries) // RECORD.itemsize for b in blocks]
-    return unpack(b"".join(b.entries for b in blocks), heads.tobytes())
 
 
 @dataclass
@@ -323,7 +302,7 @@ async def test_postings_are_written_on_ready_and_go_with_the_document(
         "SELECT lexeme, first_id, entries FROM postings WHERE document_pk = :pk "
         "ORDER BY lexeme, block"
     ):
-        entries = read_blocks([row])
+        entries = read_blocks([(row.first_id, row.entries)])
         ids, tfs = postings.setdefault(row.lexeme, ([], []))
         ids.extend(entries["chunk_id"].tolist())
         tfs.extend(entries["tf"].tolist())
@@ -383,7 +362,7 @@ async def test_a_long_documents_postings_are_cut_into_blocks_in_chunk_order(
         ).all()
     assert len(chunks) > BLOCK, "the document should have more chunks than a block holds"
     assert [b.block for b in blocks] == list(range(-(-len(chunks) // BLOCK)))
-    entries = read_blocks(blocks)
+    entries = read_blocks((b.first_id, b.entries) for b in blocks)
     assert all(len(b.entries) <= BLOCK * RECORD.itemsize for b in blocks)
     assert entries["chunk_id"].tolist() == [c.id for c in chunks]
     assert entries["dl"].tolist() == [c.token_count for c in chunks]

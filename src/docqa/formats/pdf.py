@@ -281,22 +281,17 @@ def _glyph_lines_bulk(textpage: Any, text: str, transform: Transform) -> list[Li
     ]
 
 
+@functools.cache
 def _loose_char_box() -> Any:
     """pdfium's FPDFText_GetLooseCharBox taking plain addresses (textpage, index, FS_RECTF*),
     so that each character's box goes straight into a buffer without a ctypes object per call
     (0.15 s against 0.24 s for the 10-K's 587k characters)."""
-    global _LOOSE_CHAR_BOX
-    if _LOOSE_CHAR_BOX is None:
-        import pypdfium2.raw as raw
+    import pypdfium2.raw as raw
 
-        prototype = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p)
-        address = ctypes.cast(raw.FPDFText_GetLooseCharBox, ctypes.c_void_p).value
-        assert address is not None
-        _LOOSE_CHAR_BOX = prototype(address)
-    return _LOOSE_CHAR_BOX
-
-
-_LOOSE_CHAR_BOX: Any = None
+    prototype = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p)
+    address = ctypes.cast(raw.FPDFText_GetLooseCharBox, ctypes.c_void_p).value
+    assert address is not None
+    return prototype(address)
 
 
 def _join_surrogates(high: str, low: str) -> str:

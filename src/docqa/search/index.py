@@ -29,8 +29,6 @@ HEAD = np.dtype([("first_id", ">i8"), ("count", ">i2")])
 # (448 bytes) below the size at which PostgreSQL compresses a value stored in an index (about
 # 509 bytes); migration 0009 converts blocks row by row and keeps it.
 BLOCK = 32
-# What the records mean: the chunk ids, term frequencies and lengths of a term's postings.
-POSTING = np.dtype([("chunk_id", np.int64), ("tf", np.int64), ("dl", np.int64)])
 
 # Posting rows of one document, from its chunks' stored tsvectors: each lexeme's chunks in id
 # order, numbered, cut into blocks of `BLOCK`, each block's ids stored from its first. Every
@@ -66,16 +64,3 @@ async def index_terms(session: AsyncSession, document_pk: uuid.UUID) -> None:
     documents only, so their postings are always complete.
     """
     await session.execute(_INDEX_TERMS_SQL, {"pk": document_pk, "block": BLOCK})
-
-
-def unpack(records: bytes, heads: bytes) -> np.ndarray:
-    """A term's postings (`POSTING`), from its blocks' records joined in one byte string and
-    their `HEAD`s joined in another, in the same order."""
-    found = np.frombuffer(records, dtype=RECORD)
-    head = np.frombuffer(heads, dtype=HEAD)
-    out = np.empty(len(found), dtype=POSTING)
-    out["chunk_id"] = np.repeat(head["first_id"].astype(np.int64), head["count"])
-    out["chunk_id"] += found["offset"]
-    out["tf"] = found["tf"]
-    out["dl"] = found["dl"]
-    return out

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from sqlalchemy import TextClause, bindparam, text
@@ -58,10 +58,14 @@ class Library:
 Scope = list[uuid.UUID] | Library
 
 
+# A query as SQLAlchemy runs it, or as psycopg does (`_fetch_binary`).
+Query = TypeVar("Query", TextClause, str)
+
+
 def _for_scope(
-    scope: Scope, named: TextClause, library: TextClause, **params: Any
-) -> tuple[TextClause, dict[str, Any]]:
-    """The query for `scope` (`named` takes the keys as `:pks`; `library` needs none) with its
+    scope: Scope, named: Query, library: Query, **params: Any
+) -> tuple[Query, dict[str, Any]]:
+    """The query for `scope` (`named` takes the keys as `pks`; `library` needs none) with its
     parameters."""
     if isinstance(scope, Library):
         return library, params
@@ -193,11 +197,10 @@ async def lexical_ranking(
     limit: int,
 ) -> Ranking:
     """Chunks holding any of the question's terms, best BM25 score first."""
-    params: dict[str, Any] = {"owner": owner_id, "question": question}
-    if isinstance(document_pks, Library):
-        rows = await _fetch_binary(session, LIBRARY_POSTINGS_SQL, params)
-    else:
-        rows = await _fetch_binary(session, POSTINGS_SQL, params | {"pks": document_pks})
+    query, params = _for_scope(
+        document_pks, POSTINGS_SQL, LIBRARY_POSTINGS_SQL, owner=owner_id, question=question
+    )
+    rows = await _fetch_binary(session, query, params)
     terms = [(row[2], row[3]) for row in rows if row[2] is not None]
     if not terms or rows[0][0] is None:
         return []
