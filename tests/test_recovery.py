@@ -1,5 +1,6 @@
 """A worker killed with SIGKILL mid-document: the job is retried, the document ends `ready`,
-and no chunk is written twice. Runs on its own database so the shared worker cannot interfere."""
+and no chunk or page is written twice. Runs on its own database so the shared worker cannot
+interfere."""
 
 from __future__ import annotations
 
@@ -56,6 +57,11 @@ async def test_sigkilled_worker_recovers_without_duplicates(
                 "JOIN documents d ON d.pk = c.document_pk WHERE d.document_id = %s",
                 (doc_id,),
             ).fetchone()
+            pages = conn.execute(
+                "SELECT count(*), count(DISTINCT page_no) FROM pages p "
+                "JOIN documents d ON d.pk = p.document_pk WHERE d.document_id = %s",
+                (doc_id,),
+            ).fetchone()
             attempts = conn.execute(
                 "SELECT attempts FROM procrastinate_jobs ORDER BY id DESC LIMIT 1"
             ).fetchone()
@@ -63,6 +69,9 @@ async def test_sigkilled_worker_recovers_without_duplicates(
         total, distinct, low, high = rows
         assert total == distinct == doc["chunk_count"], "no chunk appears twice"
         assert (low, high) == (0, total - 1), "no chunk is missing"
+        # Written once reading ended, while later batches were embedded: the retry replaced
+        # them rather than adding a second copy.
+        assert pages == (doc["page_count"], doc["page_count"]), pages
         # The job row was deleted on success, or shows the retry.
         assert attempts is None or attempts[0] >= 1
         assert "retrying stalled job" in second.log_path.read_text()

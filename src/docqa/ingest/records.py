@@ -5,7 +5,10 @@ folder, round trips and commits cost more than the model. So a run writes its st
 transaction (the status, and which chunk batches an earlier attempt already stored), the
 chunk batches in between (one each, as they are embedded), and everything else in one last
 transaction: the last batch, the pages, the lexical index, the totals and the status `ready`. A
-document small enough for one batch is processed in two transactions.
+document small enough for one batch is processed in two transactions. A larger one stores its
+pages as soon as it is read, while its last batches are embedded (`write_pages`), so that its
+last transaction, which the person waits for, is shorter. Pages are served only once their
+document is ready (`docqa.pages`), and a failed document's are deleted with its chunks.
 """
 
 from __future__ import annotations
@@ -75,24 +78,36 @@ async def _insert_chunks(session: AsyncSession, rows: list[dict[str, Any]]) -> N
         )
 
 
+async def write_pages(db: Database, doc: Document, pages: list[Page]) -> None:
+    """The document's pages, in a transaction of their own (replacing an earlier attempt's)."""
+    async with db.session() as session, session.begin():
+        await _replace_pages(session, doc, pages)
+
+
+async def _replace_pages(session: AsyncSession, doc: Document, pages: list[Page]) -> None:
+    await session.execute(delete(PageRow).where(PageRow.document_pk == doc.pk))
+    if pages:
+        await session.execute(insert(PageRow), [_page_row(doc, p) for p in pages])
+
+
 async def finish(
     db: Database,
     doc: Document,
-    pages: list[Page],
+    pages: list[Page] | int,
     last_rows: list[dict[str, Any]],
     chunks: int,
     timings: dict[str, float],
     started: float,
 ) -> None:
     """The last chunk batch, the pages, the lexical index, the totals and `ready`, together: a
-    ready document is searchable, and one that is not has no pages and no postings."""
+    ready document is searchable, and one that is not has no postings. `pages` is the pages
+    to write, or how many `write_pages` already wrote."""
     async with db.session() as session, session.begin():
         t = time.perf_counter()
         await _insert_chunks(session, last_rows)
         timings["write_s"] = timings.get("write_s", 0.0) + time.perf_counter() - t
-        await session.execute(delete(PageRow).where(PageRow.document_pk == doc.pk))
-        if pages:
-            await session.execute(insert(PageRow), [_page_row(doc, p) for p in pages])
+        if isinstance(pages, list):
+            await _replace_pages(session, doc, pages)
         t = time.perf_counter()
         await index_terms(session, doc.pk)
         timings["index_terms_s"] = time.perf_counter() - t
@@ -105,7 +120,7 @@ async def finish(
             progress_done=chunks,
             progress_total=chunks,
             percent=100.0,
-            page_count=len(pages),
+            page_count=len(pages) if isinstance(pages, list) else pages,
             chunk_count=select(func.count()).where(Chunk.document_pk == doc.pk).scalar_subquery(),
             token_count=select(func.coalesce(func.sum(Chunk.token_count), 0))
             .where(Chunk.document_pk == doc.pk)
@@ -115,9 +130,11 @@ async def finish(
 
 
 async def discard_chunks(db: Database, pk: uuid.UUID) -> None:
-    """A failed document's chunks: the pages read before the failure must not stay searchable."""
+    """A failed document's chunks and pages: what was read before the failure must not stay
+    searchable, nor be kept."""
     async with db.session() as session, session.begin():
         await session.execute(delete(Chunk).where(Chunk.document_pk == pk))
+        await session.execute(delete(PageRow).where(PageRow.document_pk == pk))
         await session.execute(update(Document).where(Document.pk == pk).values(chunk_count=0))
 
 
