@@ -299,7 +299,7 @@ async def index_documents(database_url: str, pks: list[uuid.UUID]) -> None:
     try:
         for pk in pks:
             async with db.session() as session, session.begin():
-                await index_terms(session, pk)
+                await index_terms(session, [pk])
     finally:
         await db.close()
 

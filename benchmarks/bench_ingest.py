@@ -170,6 +170,13 @@ def stage_report(database_url: str, total_s: float) -> None:
             f"  {key:14s} median {1000 * statistics.median(values):9.1f} ms  "
             f"p90 {1000 * pct(values, 90):9.1f} ms  {share}"
         )
+    # How many documents shared each one's last transaction (`records.Finisher`).
+    together = [float(t["ended_together"]) for t in rows if "ended_together" in t]
+    if together:
+        print(
+            f"documents ending in one transaction: median {statistics.median(together):.0f}, "
+            f"p90 {pct(together, 90):.0f}, most {max(together):.0f}"
+        )
 
 
 def compare(

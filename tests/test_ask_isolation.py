@@ -60,7 +60,7 @@ async def foreign(
     try:
         async with db.session() as session, session.begin():
             for pk in pks:
-                await index_terms(session, pk)
+                await index_terms(session, [pk])
     finally:
         await db.close()
     yield {"tag": tag, "owner": owner, "ids": ids, "chunk_ids": set(chunk_ids)}

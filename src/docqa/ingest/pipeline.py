@@ -63,6 +63,7 @@ class Runtime:
     tokenizer: Tokenizer
     sandboxes: SandboxPool = field(init=False)
     embeddings: EmbedQueue = field(init=False)
+    finisher: records.Finisher = field(init=False)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -70,6 +71,7 @@ class Runtime:
         self.embeddings = EmbedQueue(
             self.embedder, s.embedding_batch_size, lanes=self.embedder.lanes
         )
+        self.finisher = records.Finisher(self.db)
 
     async def aclose(self) -> None:
         await self.embeddings.aclose()
@@ -136,7 +138,7 @@ async def process_document(rt: Runtime, pk: uuid.UUID) -> str:
         await records.discard_chunks(rt.db, pk)
         await mark_failed(rt.db, pk, exc.code, exc.message)
         return "failed"
-    await records.finish(rt.db, doc, pages, last_rows, len(chunks), timings, started)
+    await rt.finisher.finish(records.Ending(doc, pages, last_rows, len(chunks), timings, started))
     log.info("document ready", extra={"document_pk": str(pk), "chunks": len(chunks), **timings})
     return "ready"
 
@@ -306,7 +308,7 @@ async def _report_progress(rt: Runtime, doc: Document, progress: _Progress) -> N
 
 class _Indexer:
     """Embeds batches (in the shared queue) and writes each one while later ones are embedded;
-    the last one is left to `records.finish`. As many batches are embedded at once as the
+    the last one is left to `records.Finisher`. As many batches are embedded at once as the
     queue has lanes, and one more waits its turn, so that a lane is never idle while a batch
     is written."""
 

@@ -13,18 +13,22 @@ document is ready (`docqa.pages`), and a failed document's are deleted with its 
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 import uuid
+from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ARRAY, Integer, delete, func, literal, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import ARRAY, Integer, Text, bindparam, delete, func, literal, select, text, update
+from sqlalchemy.dialects.postgresql import UUID, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from docqa.db.engine import Database
 from docqa.db.models import Chunk, Document
 from docqa.db.models import Page as PageRow
-from docqa.documents import TERMINAL, notify_returned, set_progress
+from docqa.documents import PROGRESS_CHANNEL, TERMINAL, notify_returned
 from docqa.formats.geometry import rects_for_span
 from docqa.formats.page import Page
 from docqa.ingest.chunk import ChunkSpec
@@ -90,43 +94,170 @@ async def _replace_pages(session: AsyncSession, doc: Document, pages: list[Page]
         await session.execute(insert(PageRow), [_page_row(doc, p) for p in pages])
 
 
-async def finish(
-    db: Database,
-    doc: Document,
-    pages: list[Page] | int,
-    last_rows: list[dict[str, Any]],
-    chunks: int,
-    timings: dict[str, float],
-    started: float,
-) -> None:
-    """The last chunk batch, the pages, the lexical index, the totals and `ready`, together: a
-    ready document is searchable, and one that is not has no postings. `pages` is the pages
-    to write, or how many `write_pages` already wrote."""
+@dataclass
+class Ending:
+    """What a document's last transaction writes: its last chunk batch, its pages (or, when
+    `write_pages` stored them already, how many there are), its postings and `ready`."""
+
+    doc: Document
+    pages: list[Page] | int
+    last_rows: list[dict[str, Any]]
+    chunks: int
+    timings: dict[str, float]
+    started: float
+
+    @property
+    def page_count(self) -> int:
+        return len(self.pages) if isinstance(self.pages, list) else self.pages
+
+
+# Makes each document of a group ready, with its totals, and wakes its event streams; only rows
+# that are updated notify.
+_READY_SQL = text(
+    f"""
+    UPDATE documents d
+    SET status = 'ready', stage = 'ready', progress_done = v.chunks, progress_total = v.chunks,
+        percent = 100, page_count = v.pages, timings = v.timings::jsonb, updated_at = now(),
+        chunk_count = (SELECT count(*) FROM chunks c WHERE c.document_pk = d.pk),
+        token_count = (SELECT coalesce(sum(c.token_count), 0) FROM chunks c
+                       WHERE c.document_pk = d.pk)
+    FROM unnest(:pks, :chunks, :pages, :timings) AS v(pk, chunks, pages, timings)
+    WHERE d.pk = v.pk
+    RETURNING pg_notify('{PROGRESS_CHANNEL}', d.pk::text)
+    """  # noqa: S608 (constant text)
+).bindparams(
+    bindparam("pks", type_=ARRAY(UUID(as_uuid=True))),
+    bindparam("chunks", type_=ARRAY(Integer)),
+    bindparam("pages", type_=ARRAY(Integer)),
+    bindparam("timings", type_=ARRAY(Text)),
+)
+
+
+async def finish(db: Database, endings: list[Ending]) -> None:
+    """The documents' last chunk batches, pages, postings, totals and `ready`, in one
+    transaction: a ready document is searchable, and one that is not has no postings. Several
+    documents that end at once (the one-page notes of one embedding batch) share it."""
+    pks = [e.doc.pk for e in endings]
     async with db.session() as session, session.begin():
         t = time.perf_counter()
-        await _insert_chunks(session, last_rows)
-        timings["write_s"] = timings.get("write_s", 0.0) + time.perf_counter() - t
-        if isinstance(pages, list):
-            await _replace_pages(session, doc, pages)
+        await _insert_chunks(session, [row for e in endings for row in e.last_rows])
+        write_s = time.perf_counter() - t
+        read = [(e.doc, e.pages) for e in endings if isinstance(e.pages, list)]
+        if read:
+            await session.execute(
+                delete(PageRow).where(PageRow.document_pk.in_([doc.pk for doc, _ in read]))
+            )
+            rows = [_page_row(doc, page) for doc, pages in read for page in pages]
+            if rows:
+                await session.execute(insert(PageRow), rows)
         t = time.perf_counter()
-        await index_terms(session, doc.pk)
-        timings["index_terms_s"] = time.perf_counter() - t
-        timings["total_s"] = time.perf_counter() - started
-        await set_progress(
-            session,
-            doc.pk,
-            status="ready",
-            stage="ready",
-            progress_done=chunks,
-            progress_total=chunks,
-            percent=100.0,
-            page_count=len(pages) if isinstance(pages, list) else pages,
-            chunk_count=select(func.count()).where(Chunk.document_pk == doc.pk).scalar_subquery(),
-            token_count=select(func.coalesce(func.sum(Chunk.token_count), 0))
-            .where(Chunk.document_pk == doc.pk)
-            .scalar_subquery(),
-            timings={k: round(v, 4) for k, v in timings.items()},
+        await index_terms(session, pks)
+        index_s = time.perf_counter() - t
+        now = time.perf_counter()
+        for e in endings:
+            e.timings["write_s"] = e.timings.get("write_s", 0.0) + write_s
+            e.timings["index_terms_s"] = index_s
+            e.timings["total_s"] = now - e.started
+            e.timings["ended_together"] = float(len(endings))
+        await session.execute(
+            _READY_SQL,
+            {
+                "pks": pks,
+                "chunks": [e.chunks for e in endings],
+                "pages": [e.page_count for e in endings],
+                "timings": [
+                    json.dumps({k: round(v, 4) for k, v in e.timings.items()}) for e in endings
+                ],
+            },
         )
+
+
+class Finisher:
+    """Writes the last transactions of the worker's documents, several at once when several end
+    together.
+
+    The one-page notes of a synced folder end in bursts: every document with a chunk in an
+    embedding batch ends when that batch does. Each one's own last transaction (its rows, pages,
+    postings and `ready`, seven statements and a commit) cost the worker's event loop and
+    PostgreSQL more than its chunks cost the model. Here a document hands its `Ending` over
+    and waits: the documents that end while one group is being written form the next group. A
+    document that ends alone is written at once, as before. A group that fails is written again
+    one document at a time, so that one document's failure (deleted meanwhile, say) is only its
+    own.
+    """
+
+    # A group holds at most this many documents and last chunk rows (a chunk row is a dozen
+    # bound parameters; PostgreSQL takes at most 65,535 in a statement).
+    MOST_DOCUMENTS = 64
+    MOST_ROWS = 1_024
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._waiting: deque[tuple[Ending, asyncio.Future[None]]] = deque()
+        self._writer: asyncio.Task[None] | None = None
+
+    async def finish(self, ending: Ending) -> None:
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.append((ending, future))
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write())
+        await future
+
+    async def _write(self) -> None:
+        try:
+            # Let the documents resumed by the same batch reach here before the first group goes.
+            for _ in range(8):
+                waiting = len(self._waiting)
+                await asyncio.sleep(0)
+                if len(self._waiting) == waiting:
+                    break
+            while self._waiting:
+                await self._write_group(self._next_group())
+        except BaseException:  # cancelled (the worker stops): nobody is left waiting forever
+            while self._waiting:
+                self._waiting.popleft()[1].cancel()
+            raise
+        finally:
+            self._writer = None
+
+    def _next_group(self) -> list[tuple[Ending, asyncio.Future[None]]]:
+        group: list[tuple[Ending, asyncio.Future[None]]] = []
+        rows = 0
+        while self._waiting and len(group) < self.MOST_DOCUMENTS:
+            rows += len(self._waiting[0][0].last_rows)
+            if group and rows > self.MOST_ROWS:
+                break
+            group.append(self._waiting.popleft())
+        return group
+
+    async def _write_group(self, group: list[tuple[Ending, asyncio.Future[None]]]) -> None:
+        group = [(e, f) for e, f in group if not f.done()]  # cancelled meanwhile
+        if not group:
+            return
+        try:
+            await finish(self.db, [e for e, _ in group])
+        except asyncio.CancelledError:
+            for _, future in group:
+                future.cancel()
+            raise
+        except Exception as exc:
+            if len(group) == 1:
+                _settle(group[0][1], exc)
+                return
+            for one in group:
+                await self._write_group([one])
+            return
+        for _, future in group:
+            _settle(future, None)
+
+
+def _settle(future: asyncio.Future[None], exc: BaseException | None) -> None:
+    if future.done():
+        return
+    if exc is None:
+        future.set_result(None)
+    else:
+        future.set_exception(exc)
 
 
 async def discard_chunks(db: Database, pk: uuid.UUID) -> None:

@@ -12,9 +12,11 @@ index-only scan (migrations 0008 and 0009 say why and measure it).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 
 import numpy as np
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
 # One chunk in a posting block: its id less the block's first chunk id, the lexeme's frequency
@@ -30,7 +32,7 @@ HEAD = np.dtype([("first_id", ">i8"), ("count", ">i2")])
 # 509 bytes); migration 0009 converts blocks row by row and keeps it.
 BLOCK = 32
 
-# Posting rows of one document, from its chunks' stored tsvectors: each lexeme's chunks in id
+# Posting rows of documents, from their chunks' stored tsvectors: each lexeme's chunks in id
 # order, numbered, cut into blocks of `BLOCK`, each block's ids stored from its first. Every
 # lexeme of a tsvector built by to_tsvector has positions; the coalesce covers one that was
 # stripped of them. An offset beyond an int4 (four billion chunk ids between two chunks of one
@@ -42,25 +44,26 @@ _INDEX_TERMS_SQL = text(
            string_agg(int4send((e.id - e.first_id)::int4) || int2send(e.tf) || int2send(e.dl),
                       ''::bytea ORDER BY e.id)
     FROM (
-        SELECT n.*, min(n.id) OVER (PARTITION BY n.lexeme, n.block) AS first_id
+        SELECT n.*, min(n.id) OVER (PARTITION BY n.document_pk, n.lexeme, n.block) AS first_id
         FROM (
             SELECT c.owner_id, t.lexeme, c.document_pk, c.id,
                    coalesce(cardinality(t.positions), 1)::int2 AS tf,
                    least(c.token_count, 32767)::int2 AS dl,
-                   (row_number() OVER (PARTITION BY t.lexeme ORDER BY c.id) - 1) / :block AS block
+                   (row_number() OVER (PARTITION BY c.document_pk, t.lexeme ORDER BY c.id) - 1)
+                   / :block AS block
             FROM chunks c CROSS JOIN unnest(c.tsv) AS t
-            WHERE c.document_pk = :pk
+            WHERE c.document_pk = ANY(:pks)
         ) n
     ) e
     GROUP BY e.owner_id, e.lexeme, e.document_pk, e.block, e.first_id
     """
-)
+).bindparams(bindparam("pks", type_=ARRAY(UUID(as_uuid=True))))
 
 
-async def index_terms(session: AsyncSession, document_pk: uuid.UUID) -> None:
-    """Write a document's postings, from its stored chunks.
+async def index_terms(session: AsyncSession, document_pks: Sequence[uuid.UUID]) -> None:
+    """Write documents' postings, from their stored chunks.
 
-    Call it once, in the transaction that makes the document ready: retrieval searches ready
+    Call it once per document, in the transaction that makes it ready: retrieval searches ready
     documents only, so their postings are always complete.
     """
-    await session.execute(_INDEX_TERMS_SQL, {"pk": document_pk, "block": BLOCK})
+    await session.execute(_INDEX_TERMS_SQL, {"pks": list(document_pks), "block": BLOCK})
