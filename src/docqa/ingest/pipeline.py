@@ -35,6 +35,7 @@ from docqa.ingest.batches import EmbedQueue
 from docqa.ingest.chunk import ChunkSpec, chunk_page, heading_at
 from docqa.ingest.embed import Embedder, Tokenizer, Vectors
 from docqa.ingest.extract import Limits, ReadOptions, check_has_text, extract_pages, make_pool
+from docqa.ingest.groups import Grouped
 from docqa.ingest.sandbox import SandboxPool
 from docqa.settings import Settings
 
@@ -63,7 +64,9 @@ class Runtime:
     tokenizer: Tokenizer
     sandboxes: SandboxPool = field(init=False)
     embeddings: EmbedQueue = field(init=False)
-    finisher: records.Finisher = field(init=False)
+    # Claims and last transactions of the documents in flight, grouped (`ingest.groups`).
+    claims: Grouped[uuid.UUID, records.Claim] = field(init=False)
+    endings: Grouped[records.Ending, None] = field(init=False)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -71,7 +74,8 @@ class Runtime:
         self.embeddings = EmbedQueue(
             self.embedder, s.embedding_batch_size, lanes=self.embedder.lanes
         )
-        self.finisher = records.Finisher(self.db)
+        self.claims = records.claims(self.db)
+        self.endings = records.endings(self.db)
 
     async def aclose(self) -> None:
         await self.embeddings.aclose()
@@ -128,9 +132,10 @@ async def process_document(rt: Runtime, pk: uuid.UUID) -> str:
     so that the job queue retries it.
     """
     started = time.perf_counter()
-    doc, status, stored = await records.start(rt.db, pk)
+    claimed = await rt.claims(pk)
+    doc, stored = claimed.doc, claimed.stored
     if doc is None:
-        return status
+        return claimed.status
     timings: dict[str, float] = {}
     try:
         pages, chunks, last_rows = await _extract_and_index(rt, doc, stored, timings)
@@ -138,7 +143,7 @@ async def process_document(rt: Runtime, pk: uuid.UUID) -> str:
         await records.discard_chunks(rt.db, pk)
         await mark_failed(rt.db, pk, exc.code, exc.message)
         return "failed"
-    await rt.finisher.finish(records.Ending(doc, pages, last_rows, len(chunks), timings, started))
+    await rt.endings(records.Ending(doc, pages, last_rows, len(chunks), timings, started))
     log.info("document ready", extra={"document_pk": str(pk), "chunks": len(chunks), **timings})
     return "ready"
 
@@ -308,9 +313,9 @@ async def _report_progress(rt: Runtime, doc: Document, progress: _Progress) -> N
 
 class _Indexer:
     """Embeds batches (in the shared queue) and writes each one while later ones are embedded;
-    the last one is left to `records.Finisher`. As many batches are embedded at once as the
-    queue has lanes, and one more waits its turn, so that a lane is never idle while a batch
-    is written."""
+    the last one is left to the document's `records.Ending`. As many batches are embedded at
+    once as the queue has lanes, and one more waits its turn, so that a lane is never idle
+    while a batch is written."""
 
     def __init__(self, rt: Runtime, doc: Document, stored: set[int], progress: _Progress) -> None:
         self.rt, self.doc, self.stored, self.progress = rt, doc, stored, progress

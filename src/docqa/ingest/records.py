@@ -5,7 +5,9 @@ folder, round trips and commits cost more than the model. So a run writes its st
 transaction (the status, and which chunk batches an earlier attempt already stored), the
 chunk batches in between (one each, as they are embedded), and everything else in one last
 transaction: the last batch, the pages, the lexical index, the totals and the status `ready`. A
-document small enough for one batch is processed in two transactions. A larger one stores its
+document small enough for one batch is processed in two transactions, and those are shared with
+the other documents starting or ending at the same moment (`claims`, `endings`:
+`docqa.ingest.groups`). A larger one stores its
 pages as soon as it is read, while its last batches are embedded (`write_pages`), so that its
 last transaction, which the person waits for, is shorter. Pages are served only once their
 document is ready (`docqa.pages`), and a failed document's are deleted with its chunks.
@@ -13,11 +15,10 @@ document is ready (`docqa.pages`), and a failed document's are deleted with its 
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import json
 import time
 import uuid
-from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,15 +33,23 @@ from docqa.documents import PROGRESS_CHANNEL, TERMINAL, notify_returned
 from docqa.formats.geometry import rects_for_span
 from docqa.formats.page import Page
 from docqa.ingest.chunk import ChunkSpec
+from docqa.ingest.groups import Grouped
 from docqa.search.index import index_terms
 
 
-async def start(db: Database, pk: uuid.UUID) -> tuple[Document | None, str, set[int]]:
-    """Claim document `pk`: status `processing`, progress back to 0. Returns the document, its
-    status, and the chunk numbers an earlier attempt stored; the document is None (with its
-    status, or "deleted") when it is gone or already ready or failed.
+@dataclass
+class Claim:
+    """A claimed document (None when it is gone, or already ready or failed), its status, and
+    the chunk numbers an earlier attempt stored."""
 
-    One statement: the claim returns the stored chunk numbers and sends the notification."""
+    doc: Document | None
+    status: str
+    stored: set[int]
+
+
+async def claim(db: Database, pks: list[uuid.UUID]) -> list[Claim]:
+    """Claim documents `pks`: status `processing`, progress back to 0, in one statement that
+    also returns the chunk numbers earlier attempts stored and sends each notification."""
     stored_seqs = (
         select(func.coalesce(func.array_agg(Chunk.seq), literal([], ARRAY(Integer))))
         .where(Chunk.document_pk == Document.pk)
@@ -49,7 +58,7 @@ async def start(db: Database, pk: uuid.UUID) -> tuple[Document | None, str, set[
     async with db.session() as session, session.begin():
         claimed = await session.execute(
             update(Document)
-            .where(Document.pk == pk, Document.status.not_in(TERMINAL))
+            .where(Document.pk.in_(pks), Document.status.not_in(TERMINAL))
             .values(
                 status="processing",
                 stage="extracting",
@@ -62,11 +71,15 @@ async def start(db: Database, pk: uuid.UUID) -> tuple[Document | None, str, set[
             )
             .returning(Document, stored_seqs, notify_returned())
         )
-        row = claimed.one_or_none()
-        if row is None:
-            status = await session.scalar(select(Document.status).where(Document.pk == pk))
-            return None, status or "deleted", set()
-        return row[0], "processing", set(row[1])
+        found = {row[0].pk: Claim(row[0], "processing", set(row[1])) for row in claimed}
+        if len(found) < len(set(pks)):
+            others = await session.execute(
+                select(Document.pk, Document.status).where(
+                    Document.pk.in_([pk for pk in pks if pk not in found])
+                )
+            )
+            found.update({pk: Claim(None, status, set()) for pk, status in others})
+    return [found.get(pk) or Claim(None, "deleted", set()) for pk in pks]
 
 
 async def write_chunks(db: Database, rows: list[dict[str, Any]]) -> None:
@@ -133,7 +146,7 @@ _READY_SQL = text(
 )
 
 
-async def finish(db: Database, endings: list[Ending]) -> None:
+async def finish(db: Database, endings: list[Ending]) -> list[None]:
     """The documents' last chunk batches, pages, postings, totals and `ready`, in one
     transaction: a ready document is searchable, and one that is not has no postings. Several
     documents that end at once (the one-page notes of one embedding batch) share it."""
@@ -170,94 +183,28 @@ async def finish(db: Database, endings: list[Ending]) -> None:
                 ],
             },
         )
+    return [None] * len(endings)
 
 
-class Finisher:
-    """Writes the last transactions of the worker's documents, several at once when several end
-    together.
-
-    The one-page notes of a synced folder end in bursts: every document with a chunk in an
-    embedding batch ends when that batch does. Each one's own last transaction (its rows, pages,
-    postings and `ready`, seven statements and a commit) cost the worker's event loop and
-    PostgreSQL more than its chunks cost the model. Here a document hands its `Ending` over
-    and waits: the documents that end while one group is being written form the next group. A
-    document that ends alone is written at once, as before. A group that fails is written again
-    one document at a time, so that one document's failure (deleted meanwhile, say) is only its
-    own.
-    """
-
-    # A group holds at most this many documents and last chunk rows (a chunk row is a dozen
-    # bound parameters; PostgreSQL takes at most 65,535 in a statement).
-    MOST_DOCUMENTS = 64
-    MOST_ROWS = 1_024
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-        self._waiting: deque[tuple[Ending, asyncio.Future[None]]] = deque()
-        self._writer: asyncio.Task[None] | None = None
-
-    async def finish(self, ending: Ending) -> None:
-        future = asyncio.get_running_loop().create_future()
-        self._waiting.append((ending, future))
-        if self._writer is None:
-            self._writer = asyncio.create_task(self._write())
-        await future
-
-    async def _write(self) -> None:
-        try:
-            # Let the documents resumed by the same batch reach here before the first group goes.
-            for _ in range(8):
-                waiting = len(self._waiting)
-                await asyncio.sleep(0)
-                if len(self._waiting) == waiting:
-                    break
-            while self._waiting:
-                await self._write_group(self._next_group())
-        except BaseException:  # cancelled (the worker stops): nobody is left waiting forever
-            while self._waiting:
-                self._waiting.popleft()[1].cancel()
-            raise
-        finally:
-            self._writer = None
-
-    def _next_group(self) -> list[tuple[Ending, asyncio.Future[None]]]:
-        group: list[tuple[Ending, asyncio.Future[None]]] = []
-        rows = 0
-        while self._waiting and len(group) < self.MOST_DOCUMENTS:
-            rows += len(self._waiting[0][0].last_rows)
-            if group and rows > self.MOST_ROWS:
-                break
-            group.append(self._waiting.popleft())
-        return group
-
-    async def _write_group(self, group: list[tuple[Ending, asyncio.Future[None]]]) -> None:
-        group = [(e, f) for e, f in group if not f.done()]  # cancelled meanwhile
-        if not group:
-            return
-        try:
-            await finish(self.db, [e for e, _ in group])
-        except asyncio.CancelledError:
-            for _, future in group:
-                future.cancel()
-            raise
-        except Exception as exc:
-            if len(group) == 1:
-                _settle(group[0][1], exc)
-                return
-            for one in group:
-                await self._write_group([one])
-            return
-        for _, future in group:
-            _settle(future, None)
+def claims(db: Database) -> Grouped[uuid.UUID, Claim]:
+    """The worker's claims, grouped: the jobs taken while one group is claimed share a
+    transaction."""
+    return Grouped(functools.partial(claim, db), most=64)
 
 
-def _settle(future: asyncio.Future[None], exc: BaseException | None) -> None:
-    if future.done():
-        return
-    if exc is None:
-        future.set_result(None)
-    else:
-        future.set_exception(exc)
+# A chunk row is a dozen bound parameters, and PostgreSQL takes at most 65,535 in a statement.
+ENDING_ROWS = 1_024
+
+
+def endings(db: Database) -> Grouped[Ending, None]:
+    """The worker's last transactions, grouped: the documents that end while one group is
+    written share the next one."""
+    return Grouped(
+        functools.partial(finish, db),
+        most=64,
+        weight=lambda e: len(e.last_rows),
+        most_weight=ENDING_ROWS,
+    )
 
 
 async def discard_chunks(db: Database, pk: uuid.UUID) -> None:

@@ -1,6 +1,7 @@
-"""Documents that end together share their last transaction (`records.Finisher`): every one ends
-ready with its own totals, pages and postings, exactly as if it had been written alone, and one
-document's failure stays its own. Real PostgreSQL; the documents are written straight into it."""
+"""Documents that start or end together share a transaction (`ingest.groups`): every one ends
+ready with its own totals, pages and postings, exactly as if it had been written alone, every
+claim gets its own document or status, and one document's failure stays its own. Real
+PostgreSQL; the documents are written straight into it."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from docqa.db.models import Document
 from docqa.formats.page import Page
 from docqa.ingest import records
 from docqa.ingest.chunk import ChunkSpec
+from docqa.ingest.groups import Grouped
 from docqa.search.index import index_terms
 from docqa.settings import Settings
 
@@ -78,9 +80,9 @@ def _postings(conn: psycopg.Connection[Any], owner: str) -> set[tuple[Any, ...]]
 async def test_documents_ending_together_share_one_transaction(db: Database) -> None:
     owner = f"finisher-{uuid.uuid4().hex[:8]}"
     docs = await _processing_documents(db, owner, 5)
-    finisher = records.Finisher(db)
+    finisher = records.endings(db)
     try:
-        await asyncio.gather(*(finisher.finish(_ending(d, i)) for i, d in enumerate(docs)))
+        await asyncio.gather(*(finisher(_ending(d, i)) for i, d in enumerate(docs)))
         with psycopg.connect(db.url) as conn:
             rows = conn.execute(
                 """SELECT document_id, status, chunk_count, page_count, token_count,
@@ -116,10 +118,10 @@ async def test_one_document_failing_does_not_fail_its_group(db: Database) -> Non
     # Deleted while its last batch was embedded: its rows can no longer be written.
     with psycopg.connect(db.url) as conn:
         conn.execute("DELETE FROM documents WHERE pk = %s", (docs[1].pk,))
-    finisher = records.Finisher(db)
+    finisher = records.endings(db)
     try:
         results = await asyncio.gather(
-            *(finisher.finish(_ending(d, i)) for i, d in enumerate(docs)),
+            *(finisher(_ending(d, i)) for i, d in enumerate(docs)),
             return_exceptions=True,
         )
         assert results[0] is None, results
@@ -146,10 +148,10 @@ async def test_a_cancelled_wait_is_not_written(db: Database) -> None:
     for the retry; the others are written."""
     owner = f"finisher-{uuid.uuid4().hex[:8]}"
     docs = await _processing_documents(db, owner, 2)
-    finisher = records.Finisher(db)
+    finisher = records.endings(db)
     try:
-        first = asyncio.ensure_future(finisher.finish(_ending(docs[0], 0)))
-        second = asyncio.ensure_future(finisher.finish(_ending(docs[1], 1)))
+        first = asyncio.ensure_future(finisher(_ending(docs[0], 0)))
+        second = asyncio.ensure_future(finisher(_ending(docs[1], 1)))
         await asyncio.sleep(0)  # both are waiting; no group has been taken yet
         first.cancel()
         await second
@@ -165,3 +167,77 @@ async def test_a_cancelled_wait_is_not_written(db: Database) -> None:
     finally:
         with psycopg.connect(db.url) as conn:
             conn.execute("DELETE FROM documents WHERE owner_id = %s", (owner,))
+
+
+async def test_documents_taken_together_are_claimed_together(db: Database) -> None:
+    owner = f"claims-{uuid.uuid4().hex[:8]}"
+    docs = await _processing_documents(db, owner, 4)
+    with psycopg.connect(db.url) as conn:
+        conn.execute("UPDATE documents SET status = 'queued' WHERE owner_id = %s", (owner,))
+        conn.execute("UPDATE documents SET status = 'ready' WHERE pk = %s", (docs[1].pk,))
+        conn.execute("DELETE FROM documents WHERE pk = %s", (docs[2].pk,))
+        # An earlier attempt stored the first batch of the last one.
+        conn.execute(
+            """INSERT INTO chunks (document_pk, owner_id, seq, page_start, page_end, char_start,
+                   char_end, token_count, text, embedding)
+               VALUES (%s, %s, 0, 1, 1, 0, 4, 1, 'tide', CAST(%s AS vector))""",
+            (docs[3].pk, owner, str([1.0] + [0.0] * 383)),
+        )
+    claims = records.claims(db)
+    try:
+        got = await asyncio.gather(*(claims(d.pk) for d in docs))
+        assert [(c.doc.pk if c.doc else None, c.status, c.stored) for c in got] == [
+            (docs[0].pk, "processing", set()),
+            (None, "ready", set()),
+            (None, "deleted", set()),
+            (docs[3].pk, "processing", {0}),
+        ]
+        with psycopg.connect(db.url) as conn:
+            rows = conn.execute(
+                "SELECT status, xmin::text FROM documents WHERE pk = ANY(%s)",
+                ([docs[0].pk, docs[3].pk],),
+            ).fetchall()
+        assert {r[0] for r in rows} == {"processing"}
+        assert len({r[1] for r in rows}) == 1, "one transaction claimed both"
+    finally:
+        with psycopg.connect(db.url) as conn:
+            conn.execute("DELETE FROM documents WHERE owner_id = %s", (owner,))
+
+
+async def test_the_items_that_come_while_a_group_is_written_form_the_next() -> None:
+    calls: list[list[int]] = []
+    gate = asyncio.Event()
+
+    async def write(items: list[int]) -> list[int]:
+        calls.append(items)
+        if len(calls) == 1:
+            await gate.wait()
+        return [i * 10 for i in items]
+
+    grouped = Grouped(write, most=3, weight=lambda i: i, most_weight=5)
+    first = asyncio.ensure_future(grouped(1))
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert calls == [[1]], "an item that comes alone is written at once"
+    rest = [asyncio.ensure_future(grouped(i)) for i in (2, 3, 4, 1, 6)]
+    gate.set()
+    assert await asyncio.gather(first, *rest) == [10, 20, 30, 40, 10, 60]
+    # At most 3 items and a weight of 5 a group, but an item heavier than that still goes.
+    assert calls == [[1], [2, 3], [4, 1], [6]]
+
+
+async def test_a_failing_group_is_written_again_one_by_one() -> None:
+    calls: list[list[int]] = []
+
+    async def write(items: list[int]) -> list[int]:
+        calls.append(items)
+        if 13 in items:
+            raise ValueError("unlucky")
+        return items
+
+    grouped = Grouped(write, most=10)
+    results = await asyncio.gather(*(grouped(i) for i in (12, 13, 14)), return_exceptions=True)
+    assert results[0] == 12
+    assert isinstance(results[1], ValueError)
+    assert results[2] == 14
+    assert calls == [[12, 13, 14], [12], [13], [14]]
