@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import psycopg
@@ -35,6 +35,24 @@ async def db(database_url: str) -> AsyncIterator[Database]:
     database = await open_database(Settings(database_url=database_url), pool_size=2)
     yield database
     await database.close()
+
+
+@pytest.fixture
+def owner(db: Database) -> Iterator[str]:
+    """An owner of its own, whose documents are deleted after the test."""
+    name = f"groups-{uuid.uuid4().hex[:8]}"
+    yield name
+    with psycopg.connect(db.url) as conn:
+        conn.execute("DELETE FROM documents WHERE owner_id = %s", (name,))
+
+
+def _statuses(db: Database, owner: str) -> list[tuple[str, str]]:
+    with psycopg.connect(db.url) as conn:
+        rows = conn.execute(
+            "SELECT document_id, status FROM documents WHERE owner_id = %s ORDER BY document_id",
+            (owner,),
+        ).fetchall()
+    return [(r[0], r[1]) for r in rows]
 
 
 async def _processing_documents(db: Database, owner: str, count: int) -> list[Document]:
@@ -77,100 +95,71 @@ def _postings(conn: psycopg.Connection[Any], owner: str) -> set[tuple[Any, ...]]
     return {tuple(r) for r in rows}
 
 
-async def test_documents_ending_together_share_one_transaction(db: Database) -> None:
-    owner = f"finisher-{uuid.uuid4().hex[:8]}"
+async def test_documents_ending_together_share_one_transaction(db: Database, owner: str) -> None:
     docs = await _processing_documents(db, owner, 5)
     finisher = records.endings(db)
-    try:
-        await asyncio.gather(*(finisher(_ending(d, i)) for i, d in enumerate(docs)))
-        with psycopg.connect(db.url) as conn:
-            rows = conn.execute(
-                """SELECT document_id, status, chunk_count, page_count, token_count,
-                          progress_done, xmin::text
-                   FROM documents WHERE owner_id = %s ORDER BY document_id""",
-                (owner,),
-            ).fetchall()
-            assert [r[:6] for r in rows] == [(d.document_id, "ready", 2, 1, 28, 2) for d in docs], (
-                rows
-            )
-            assert len({r[6] for r in rows}) == 1, "one transaction made them all ready"
-            pages = conn.execute(
-                "SELECT count(*) FROM pages WHERE document_pk = ANY(%s)", ([d.pk for d in docs],)
-            ).fetchone()
-            assert pages == (5,)
-            grouped = _postings(conn, owner)
-            conn.execute("DELETE FROM postings WHERE owner_id = %s", (owner,))
-        # The same postings as each document indexed alone, in a transaction of its own.
-        for doc in docs:
-            async with db.session() as session, session.begin():
-                await index_terms(session, [doc.pk])
-        with psycopg.connect(db.url) as conn:
-            assert grouped
-            assert _postings(conn, owner) == grouped
-    finally:
-        with psycopg.connect(db.url) as conn:
-            conn.execute("DELETE FROM documents WHERE owner_id = %s", (owner,))
+    await asyncio.gather(*(finisher(_ending(d, i)) for i, d in enumerate(docs)))
+    with psycopg.connect(db.url) as conn:
+        rows = conn.execute(
+            """SELECT document_id, status, chunk_count, page_count, token_count,
+                      progress_done, xmin::text
+               FROM documents WHERE owner_id = %s ORDER BY document_id""",
+            (owner,),
+        ).fetchall()
+        assert [r[:6] for r in rows] == [(d.document_id, "ready", 2, 1, 28, 2) for d in docs], rows
+        assert len({r[6] for r in rows}) == 1, "one transaction made them all ready"
+        pages = conn.execute(
+            "SELECT count(*) FROM pages WHERE document_pk = ANY(%s)", ([d.pk for d in docs],)
+        ).fetchone()
+        assert pages == (5,)
+        grouped = _postings(conn, owner)
+        conn.execute("DELETE FROM postings WHERE owner_id = %s", (owner,))
+    # The same postings as each document indexed alone, in a transaction of its own.
+    for doc in docs:
+        async with db.session() as session, session.begin():
+            await index_terms(session, [doc.pk])
+    with psycopg.connect(db.url) as conn:
+        assert grouped
+        assert _postings(conn, owner) == grouped
 
 
-async def test_one_document_failing_does_not_fail_its_group(db: Database) -> None:
-    owner = f"finisher-{uuid.uuid4().hex[:8]}"
+async def test_one_document_failing_does_not_fail_its_group(db: Database, owner: str) -> None:
     docs = await _processing_documents(db, owner, 3)
     # Deleted while its last batch was embedded: its rows can no longer be written.
     with psycopg.connect(db.url) as conn:
         conn.execute("DELETE FROM documents WHERE pk = %s", (docs[1].pk,))
     finisher = records.endings(db)
-    try:
-        results = await asyncio.gather(
-            *(finisher(_ending(d, i)) for i, d in enumerate(docs)),
-            return_exceptions=True,
-        )
-        assert results[0] is None, results
-        assert results[2] is None, results
-        assert isinstance(results[1], Exception), results
-        with psycopg.connect(db.url) as conn:
-            statuses = conn.execute(
-                "SELECT document_id, status FROM documents WHERE owner_id = %s "
-                "ORDER BY document_id",
-                (owner,),
-            ).fetchall()
-            assert statuses == [("note-0", "ready"), ("note-2", "ready")]
-            orphans = conn.execute(
-                "SELECT count(*) FROM chunks WHERE document_pk = %s", (docs[1].pk,)
-            ).fetchone()
-            assert orphans == (0,)
-    finally:
-        with psycopg.connect(db.url) as conn:
-            conn.execute("DELETE FROM documents WHERE owner_id = %s", (owner,))
+    results = await asyncio.gather(
+        *(finisher(_ending(d, i)) for i, d in enumerate(docs)),
+        return_exceptions=True,
+    )
+    assert results[0] is None, results
+    assert results[2] is None, results
+    assert isinstance(results[1], Exception), results
+    assert _statuses(db, owner) == [("note-0", "ready"), ("note-2", "ready")]
+    with psycopg.connect(db.url) as conn:
+        orphans = conn.execute(
+            "SELECT count(*) FROM chunks WHERE document_pk = %s", (docs[1].pk,)
+        ).fetchone()
+        assert orphans == (0,)
 
 
-async def test_a_cancelled_wait_is_not_written(db: Database) -> None:
+async def test_a_cancelled_wait_is_not_written(db: Database, owner: str) -> None:
     """A document whose job is cancelled (the worker stops) before its group is taken is left
     for the retry; the others are written."""
-    owner = f"finisher-{uuid.uuid4().hex[:8]}"
     docs = await _processing_documents(db, owner, 2)
     finisher = records.endings(db)
-    try:
-        first = asyncio.ensure_future(finisher(_ending(docs[0], 0)))
-        second = asyncio.ensure_future(finisher(_ending(docs[1], 1)))
-        await asyncio.sleep(0)  # both are waiting; no group has been taken yet
-        first.cancel()
-        await second
-        with pytest.raises(asyncio.CancelledError):
-            await first
-        with psycopg.connect(db.url) as conn:
-            statuses = conn.execute(
-                "SELECT document_id, status FROM documents WHERE owner_id = %s "
-                "ORDER BY document_id",
-                (owner,),
-            ).fetchall()
-        assert statuses == [("note-0", "processing"), ("note-1", "ready")]
-    finally:
-        with psycopg.connect(db.url) as conn:
-            conn.execute("DELETE FROM documents WHERE owner_id = %s", (owner,))
+    first = asyncio.ensure_future(finisher(_ending(docs[0], 0)))
+    second = asyncio.ensure_future(finisher(_ending(docs[1], 1)))
+    await asyncio.sleep(0)  # both are waiting; no group has been taken yet
+    first.cancel()
+    await second
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert _statuses(db, owner) == [("note-0", "processing"), ("note-1", "ready")]
 
 
-async def test_documents_taken_together_are_claimed_together(db: Database) -> None:
-    owner = f"claims-{uuid.uuid4().hex[:8]}"
+async def test_documents_taken_together_are_claimed_together(db: Database, owner: str) -> None:
     docs = await _processing_documents(db, owner, 4)
     with psycopg.connect(db.url) as conn:
         conn.execute("UPDATE documents SET status = 'queued' WHERE owner_id = %s", (owner,))
@@ -184,24 +173,20 @@ async def test_documents_taken_together_are_claimed_together(db: Database) -> No
             (docs[3].pk, owner, str([1.0] + [0.0] * 383)),
         )
     claims = records.claims(db)
-    try:
-        got = await asyncio.gather(*(claims(d.pk) for d in docs))
-        assert [(c.doc.pk if c.doc else None, c.status, c.stored) for c in got] == [
-            (docs[0].pk, "processing", set()),
-            (None, "ready", set()),
-            (None, "deleted", set()),
-            (docs[3].pk, "processing", {0}),
-        ]
-        with psycopg.connect(db.url) as conn:
-            rows = conn.execute(
-                "SELECT status, xmin::text FROM documents WHERE pk = ANY(%s)",
-                ([docs[0].pk, docs[3].pk],),
-            ).fetchall()
-        assert {r[0] for r in rows} == {"processing"}
-        assert len({r[1] for r in rows}) == 1, "one transaction claimed both"
-    finally:
-        with psycopg.connect(db.url) as conn:
-            conn.execute("DELETE FROM documents WHERE owner_id = %s", (owner,))
+    got = await asyncio.gather(*(claims(d.pk) for d in docs))
+    assert [(c.doc.pk if c.doc else None, c.status, c.stored) for c in got] == [
+        (docs[0].pk, "processing", set()),
+        (None, "ready", set()),
+        (None, "deleted", set()),
+        (docs[3].pk, "processing", {0}),
+    ]
+    with psycopg.connect(db.url) as conn:
+        rows = conn.execute(
+            "SELECT status, xmin::text FROM documents WHERE pk = ANY(%s)",
+            ([docs[0].pk, docs[3].pk],),
+        ).fetchall()
+    assert {r[0] for r in rows} == {"processing"}
+    assert len({r[1] for r in rows}) == 1, "one transaction claimed both"
 
 
 async def test_the_items_that_come_while_a_group_is_written_form_the_next() -> None:
