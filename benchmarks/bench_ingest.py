@@ -170,7 +170,7 @@ def stage_report(database_url: str, total_s: float) -> None:
             f"  {key:14s} median {1000 * statistics.median(values):9.1f} ms  "
             f"p90 {1000 * pct(values, 90):9.1f} ms  {share}"
         )
-    # How many documents shared each one's last transaction (`records.Finisher`).
+    # How many documents shared each one's last transaction (`records.endings`).
     together = [float(t["ended_together"]) for t in rows if "ended_together" in t]
     if together:
         print(

@@ -84,7 +84,7 @@ def _ending(doc: Document, n: int) -> records.Ending:
         row = records.chunk_row(doc, ChunkSpec(seq, 1, start, end, page.text[start:end], 14), page)
         row["embedding"] = [float(seq + 1)] + [0.0] * 383
         rows.append(row)
-    return records.Ending(doc, [page], rows, len(rows), {}, 0.0)
+    return records.Ending(doc, [page], False, rows, len(rows), {}, 0.0)
 
 
 def _postings(conn: psycopg.Connection[Any], owner: str) -> set[tuple[Any, ...]]:

@@ -136,15 +136,17 @@ async def process_document(rt: Runtime, pk: uuid.UUID) -> str:
     doc, stored = claimed.doc, claimed.stored
     if doc is None:
         return claimed.status
-    timings: dict[str, float] = {}
     try:
-        pages, chunks, last_rows = await _extract_and_index(rt, doc, stored, timings)
+        ending = await _extract_and_index(rt, doc, stored, started)
     except ExtractionFailed as exc:
         await records.discard_chunks(rt.db, pk)
         await mark_failed(rt.db, pk, exc.code, exc.message)
         return "failed"
-    await rt.endings(records.Ending(doc, pages, last_rows, len(chunks), timings, started))
-    log.info("document ready", extra={"document_pk": str(pk), "chunks": len(chunks), **timings})
+    await rt.endings(ending)
+    log.info(
+        "document ready",
+        extra={"document_pk": str(pk), "chunks": ending.chunks, **ending.timings},
+    )
     return "ready"
 
 
@@ -157,13 +159,13 @@ async def mark_failed(db: Database, pk: uuid.UUID, code: str, message: str) -> N
 
 
 async def _extract_and_index(
-    rt: Runtime, doc: Document, stored: set[int], timings: dict[str, float]
-) -> tuple[list[Page] | int, list[ChunkSpec], list[dict[str, Any]]]:
+    rt: Runtime, doc: Document, stored: set[int], started: float
+) -> records.Ending:
     # Extraction reads a file: the blob itself on local storage, a temporary download on S3.
     # Only the store raises BlobNotFound, and the file is read only inside the block.
     try:
         async with rt.store.local_copy(doc.blob_key) as path:
-            return await _extract_and_index_file(rt, doc, path, stored, timings)
+            return await _extract_and_index_file(rt, doc, path, stored, started)
     except BlobNotFound:
         raise ExtractionFailed(
             "file_missing", "The uploaded file is no longer in storage."
@@ -171,13 +173,13 @@ async def _extract_and_index(
 
 
 async def _extract_and_index_file(
-    rt: Runtime, doc: Document, path: Path, stored: set[int], timings: dict[str, float]
-) -> tuple[list[Page] | int, list[ChunkSpec], list[dict[str, Any]]]:
+    rt: Runtime, doc: Document, path: Path, stored: set[int], started: float
+) -> records.Ending:
     """Extract in a child process, chunk pages as they arrive, and embed and write batches as
-    soon as they fill. Returns every page (or, when they are stored already, how many there
-    are) and chunk, and the last batch's rows, embedded but not yet written; raises
-    `ExtractionFailed`."""
+    soon as they fill. Returns what the document's last transaction writes (the last batch's
+    rows, embedded but not yet written); raises `ExtractionFailed`."""
     settings = rt.settings
+    timings: dict[str, float] = {}
     limits = Limits(
         settings.max_pages,
         settings.extract_timeout_s,
@@ -288,7 +290,9 @@ async def _extract_and_index_file(
     timings["embed_s"] = indexer.embed_s
     timings["write_s"] = indexer.write_s
     timings["chunks_embedded"] = float(indexer.embedded)
-    return (every_page if stored_pages is None else len(every_page)), chunks, last_rows
+    return records.Ending(
+        doc, every_page, stored_pages is not None, last_rows, len(chunks), timings, started
+    )
 
 
 async def _stop(task: asyncio.Future[Any]) -> None:

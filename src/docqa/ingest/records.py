@@ -7,9 +7,9 @@ chunk batches in between (one each, as they are embedded), and everything else i
 transaction: the last batch, the pages, the lexical index, the totals and the status `ready`. A
 document small enough for one batch is processed in two transactions, and those are shared with
 the other documents starting or ending at the same moment (`claims`, `endings`:
-`docqa.ingest.groups`). A larger one stores its
-pages as soon as it is read, while its last batches are embedded (`write_pages`), so that its
-last transaction, which the person waits for, is shorter. Pages are served only once their
+`docqa.ingest.groups`). A larger one stores its pages as soon as it is read, while its last
+batches are embedded (`write_pages`), so that its last transaction, which the person waits
+for, is shorter. Pages are served only once their
 document is ready (`docqa.pages`), and a failed document's are deleted with its chunks.
 """
 
@@ -98,30 +98,31 @@ async def _insert_chunks(session: AsyncSession, rows: list[dict[str, Any]]) -> N
 async def write_pages(db: Database, doc: Document, pages: list[Page]) -> None:
     """The document's pages, in a transaction of their own (replacing an earlier attempt's)."""
     async with db.session() as session, session.begin():
-        await _replace_pages(session, doc, pages)
+        await _replace_pages(session, [(doc, pages)])
 
 
-async def _replace_pages(session: AsyncSession, doc: Document, pages: list[Page]) -> None:
-    await session.execute(delete(PageRow).where(PageRow.document_pk == doc.pk))
-    if pages:
-        await session.execute(insert(PageRow), [_page_row(doc, p) for p in pages])
+async def _replace_pages(session: AsyncSession, read: list[tuple[Document, list[Page]]]) -> None:
+    """Documents' pages, in place of any an earlier attempt wrote."""
+    await session.execute(
+        delete(PageRow).where(PageRow.document_pk.in_([doc.pk for doc, _ in read]))
+    )
+    rows = [_page_row(doc, page) for doc, pages in read for page in pages]
+    if rows:
+        await session.execute(insert(PageRow), rows)
 
 
 @dataclass
 class Ending:
-    """What a document's last transaction writes: its last chunk batch, its pages (or, when
-    `write_pages` stored them already, how many there are), its postings and `ready`."""
+    """What a document's last transaction writes: its last chunk batch, its pages (unless
+    `write_pages` stored them already), its postings and `ready`."""
 
     doc: Document
-    pages: list[Page] | int
+    pages: list[Page]
+    pages_stored: bool
     last_rows: list[dict[str, Any]]
     chunks: int
     timings: dict[str, float]
     started: float
-
-    @property
-    def page_count(self) -> int:
-        return len(self.pages) if isinstance(self.pages, list) else self.pages
 
 
 # Makes each document of a group ready, with its totals, and wakes its event streams; only rows
@@ -155,14 +156,9 @@ async def finish(db: Database, endings: list[Ending]) -> list[None]:
         t = time.perf_counter()
         await _insert_chunks(session, [row for e in endings for row in e.last_rows])
         write_s = time.perf_counter() - t
-        read = [(e.doc, e.pages) for e in endings if isinstance(e.pages, list)]
+        read = [(e.doc, e.pages) for e in endings if not e.pages_stored]
         if read:
-            await session.execute(
-                delete(PageRow).where(PageRow.document_pk.in_([doc.pk for doc, _ in read]))
-            )
-            rows = [_page_row(doc, page) for doc, pages in read for page in pages]
-            if rows:
-                await session.execute(insert(PageRow), rows)
+            await _replace_pages(session, read)
         t = time.perf_counter()
         await index_terms(session, pks)
         index_s = time.perf_counter() - t
@@ -177,7 +173,7 @@ async def finish(db: Database, endings: list[Ending]) -> list[None]:
             {
                 "pks": pks,
                 "chunks": [e.chunks for e in endings],
-                "pages": [e.page_count for e in endings],
+                "pages": [len(e.pages) for e in endings],
                 "timings": [
                     json.dumps({k: round(v, 4) for k, v in e.timings.items()}) for e in endings
                 ],
