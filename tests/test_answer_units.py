@@ -375,6 +375,48 @@ def test_evidence_refuses_weak_matches_and_years_no_document_mentions() -> None:
     assert not missing.answers()
     assert missing.reason() == "I couldn't find this in your documents: they never mention 2024."
     assert years_in("From 2002 to 2023, and in FY2021 or 2,024 units?") == ["2002", "2023"]
+    named = Evidence(0.7, 0.6, ("Edwin Hubble", "2031"))
+    assert named.reason() == (
+        "I couldn't find this in your documents: they never mention Edwin Hubble or 2031."
+    )
+
+
+@pytest.mark.parametrize(
+    ("question", "names"),
+    [
+        ("According to this document, Lebron Brennan belongs to which agency?", ["Lebron Brennan"]),
+        ("What was NIKE's revenue? Answer in USD millions.", ["NIKE"]),
+        ("Among Clinton, G.W.Bush, and Obama, whose rate rose?", ["Clinton", "G.W.Bush", "Obama"]),
+        (
+            "What score did LLaVa + Step-Back get in MMLU Physics?",
+            ["LLaVa", "Step-Back", "MMLU Physics"],
+        ),
+        # Case says nothing in a sentence of capitals, or at a sentence's start.
+        ("WHAT IS THE COMPANY LOGO COLOR?", []),
+        ("Revenue in 2021? Please round it.", []),
+        # Figures, units, months, initials, and an acronym the question spells out.
+        ("What was the FY2021 EPS for March, in the U.S.?", []),
+        ("What is its days payable outstanding (DPO)?", []),
+        ("Give the date as YYYY-MM-DD.", []),
+        ("what is the label 'Contact.Meet' for?", ["Contact.Meet"]),
+    ],
+)
+def test_names_a_question_uses(question: str, names: list[str]) -> None:
+    from docqa.answer.evidence import names_in
+
+    assert names_in(question) == names
+
+
+def test_a_name_is_looked_for_under_its_likely_forms() -> None:
+    from docqa.answer.evidence import word_forms
+
+    assert word_forms("Nike") == ["nike"]  # short names must match as written
+    assert word_forms("After-tax") == ["after-tax", "after tax"]
+    loose = word_forms("Neflix")
+    assert loose[0] == "neflix"
+    assert {"netflix", "nelfix", "neflex", "neflx", "ne flix"} <= set(loose)  # one letter off
+    assert "singapor" in word_forms("Singaporean")  # a shorter word it begins with
+    assert all(form.startswith("n") for form in loose)
 
 
 def test_claims_support_embeds_once_and_scores_each_citation(local_embedder: Any) -> None:

@@ -385,18 +385,26 @@ async def test_no_ready_documents_at_all(database_url: str) -> None:
 @pytest.mark.parametrize(
     ("question", "sentence"),
     [
-        ("What is the capital of France?", "I couldn't find this in your documents."),
+        ("How do I bake sourdough bread at home?", "I couldn't find this in your documents."),
+        (
+            "What is the capital of France?",
+            "I couldn't find this in your documents: they never mention France.",
+        ),
         (
             "How many visitors did the Harwick Observatory have in 2031?",
             "I couldn't find this in your documents: they never mention 2031.",
+        ),
+        (  # on topic, with close passages, about someone the document never names
+            "Which telescope did Edwin Hubble install at the Harwick Observatory?",
+            "I couldn't find this in your documents: they never mention Edwin Hubble.",
         ),
     ],
 )
 async def test_extractive_says_when_the_documents_do_not_hold_the_answer(
     client: httpx.AsyncClient, ask_docs: dict[str, Doc], question: str, sentence: str
 ) -> None:
-    """Off-topic, or about a year the documents never mention: said plainly, then the closest
-    passages, labelled as such, never passed off as the answer."""
+    """Off-topic, or about a year or a name the documents never mention: said plainly, then the
+    closest passages, labelled as such, never passed off as the answer."""
     obs = ask_docs["observatory"]
     asked = await ask(client, {"question": question, "document_id": obs.document_id})
     asked.assert_well_formed()
@@ -410,3 +418,23 @@ async def test_extractive_says_when_the_documents_do_not_hold_the_answer(
     assert closest
     for quoted, n in closest:
         assert fold(quoted.strip().removeprefix("• ")) in fold(by_n[int(n)]["text"])
+
+
+@pytest.mark.parametrize(
+    ("question", "fact"),
+    [
+        ("Who founded the Harwik Observatory?", "Clara Voss"),  # mistyped: one letter left out
+        ("What did the astronomer Clara Voss found?", "Harwick Observatory"),
+        ("Where was the Pyrex mirror of the Harwick telescope ground?", "Pittsburgh"),
+    ],
+)
+async def test_extractive_answers_names_the_documents_hold(
+    client: httpx.AsyncClient, ask_docs: dict[str, Doc], question: str, fact: str
+) -> None:
+    """A name the document holds, even mistyped by a letter, does not stop the answer."""
+    obs = ask_docs["observatory"]
+    asked = await ask(client, {"question": question, "document_id": obs.document_id})
+    asked.assert_well_formed()
+    require_extractive(asked)
+    assert asked.done["answered"] is True, asked.text
+    assert fact in asked.text

@@ -161,27 +161,40 @@ async def test_bm25_matches_reference(
         assert library == got
 
 
-async def test_mentioned_finds_words_in_the_documents_searched(corpus: Corpus) -> None:
-    words = ["Danube", "Atacama", "Everest", "quasar"]
+async def test_presence_finds_forms_in_the_documents_searched(corpus: Corpus) -> None:
+    forms = ["Danube", "Atacama", "Everest", "quasar", "danube atacama", "the"]
     async with corpus.db.session() as session:
-        some = await lexical.mentioned(
-            session, owner_id=corpus.owner, document_pks=[corpus.pks["rivers"]], words=words
+        some = await lexical.presence(
+            session, owner_id=corpus.owner, document_pks=[corpus.pks["rivers"]], forms=forms
         )
-        everything = await lexical.mentioned(
+        everything = await lexical.presence(
             session,
             owner_id=corpus.owner,
             document_pks=lexical.Library(len(corpus.pks)),
-            words=words,
+            forms=forms,
         )
-        elsewhere = await lexical.mentioned(
+        elsewhere = await lexical.presence(
             session,
             owner_id="nobody",
             document_pks=lexical.Library(1),
-            words=["danube"],
+            forms=["danube"],
         )
-    assert some == {"danub"}
-    assert everything == {"danub", "atacama", "everest"}
-    assert elsewhere == set()
+    # A stop word, which the index does not keep, is left out rather than reported missing.
+    assert some == {
+        "Danube": True,
+        "Atacama": False,
+        "Everest": False,
+        "quasar": False,
+        "danube atacama": False,  # every word of a form must occur
+    }
+    assert everything == {
+        "Danube": True,
+        "Atacama": True,
+        "Everest": True,
+        "quasar": False,
+        "danube atacama": True,
+    }
+    assert elsewhere == {"danube": False}
 
 
 async def test_tsquery_syntax_in_a_question_is_just_text(corpus: Corpus) -> None:

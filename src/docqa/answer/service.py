@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 
 from docqa import documents
 from docqa.answer import extractive
-from docqa.answer.evidence import Evidence, years_in
+from docqa.answer.evidence import MAX_NAME_WORDS, Evidence, names_in, word_forms, years_in
 from docqa.answer.llm import LLM, ChatMessage, CompletionStream, make_llm
 from docqa.answer.prompt import (
     answer_messages,
@@ -32,7 +32,7 @@ from docqa.db.engine import Database
 from docqa.db.models import Document
 from docqa.errors import DocumentNotFound, DocumentNotReady
 from docqa.ingest.embed import Embedder, Tokenizer
-from docqa.search.lexical import Library, Scope, mentioned
+from docqa.search.lexical import Library, Scope, presence
 from docqa.search.rerank import Reranker
 from docqa.search.retrieve import SearchStats, retrieve
 from docqa.search.vector import drop_embedding, start_embedding
@@ -150,14 +150,28 @@ class Answerer:
         reply = await self._llm.complete(messages, max_tokens=REWRITE_MAX_TOKENS)
         return clean_rewrite(reply, question.text)
 
-    async def _unmentioned_years(self, owner_id: str, pks: Scope, question: str) -> tuple[str, ...]:
-        """The years `question` names that none of the documents mentions."""
+    async def _unmentioned(self, owner_id: str, pks: Scope, question: str) -> tuple[str, ...]:
+        """The years and names `question` uses that none of the documents mentions."""
         years = years_in(question)
-        if not years:
+        names: dict[str, list[str]] = {}
+        for name in names_in(question):
+            if sum(map(len, names.values())) + len(name.split()) > MAX_NAME_WORDS:
+                break
+            names[name] = name.split()
+        forms = {word: word_forms(word) for words in names.values() for word in words}
+        if not years and not forms:
             return ()
+        wanted = [*years, *(form for spellings in forms.values() for form in spellings)]
         async with self._db.session() as session:
-            found = await mentioned(session, owner_id=owner_id, document_pks=pks, words=years)
-        return tuple(y for y in years if y not in found)
+            found = await presence(session, owner_id=owner_id, document_pks=pks, forms=wanted)
+
+        def absent(word: str) -> bool:
+            # A word the index does not keep (a stop word) cannot be looked for.
+            return word.lower() in found and not any(found.get(f) for f in forms[word])
+
+        unmentioned = [year for year in years if found.get(year) is False]
+        unmentioned += [name for name, words in names.items() if any(map(absent, words))]
+        return tuple(unmentioned)
 
     async def start(self, owner_id: str, question: Question) -> Answer:
         """Resolve the documents, retrieve, and open the answer stream.
@@ -213,7 +227,7 @@ class Answerer:
                     context,
                     question_vector,
                 ),
-                self._unmentioned_years(owner_id, pks, standalone),
+                self._unmentioned(owner_id, pks, standalone),
             )
             evidence = Evidence(selection.similarity, stats.best_similarity, unmentioned)
             answered = evidence.answers()

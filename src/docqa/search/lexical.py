@@ -207,26 +207,33 @@ async def lexical_ranking(
     return bm25_top(terms, float(rows[0][0]), float(rows[0][1]), limit)
 
 
-# Each word's lexeme that some posting row holds: the first row found answers.
+# Each form that has lexemes (a form of stop words alone has none), and whether all of them occur
+# in some posting row: the first row found for each lexeme answers.
 _PRESENT = """
-    SELECT t.lexeme
-    FROM unnest(to_tsvector('english', :words)) t
-    WHERE EXISTS (SELECT FROM postings p
-                  WHERE p.owner_id = :owner AND p.lexeme = t.lexeme {postings})
+    SELECT f.form,
+           NOT EXISTS (SELECT FROM unnest(v.lexemes) l(lexeme)
+                       WHERE NOT EXISTS (SELECT FROM postings p
+                                         WHERE p.owner_id = :owner AND p.lexeme = l.lexeme
+                                         {postings}))
+    FROM unnest(CAST(:forms AS text[])) AS f(form)
+    CROSS JOIN LATERAL (SELECT array_agg(t.lexeme) AS lexemes
+                        FROM unnest(to_tsvector('english', f.form)) t) v
+    WHERE v.lexemes IS NOT NULL
 """
 _PRESENT_SQL = text(_PRESENT.format(postings="AND p.document_pk = ANY(:pks)")).bindparams(_PKS)
 _LIBRARY_PRESENT_SQL = text(_PRESENT.format(postings=""))
 
 
-async def mentioned(
-    session: AsyncSession, *, owner_id: str, document_pks: Scope, words: list[str]
-) -> set[str]:
-    """Which of `words` (numbers, names: words the lexical index keeps as they are) occur
-    anywhere in the documents."""
-    if not words or not document_pks:
-        return set()
+async def presence(
+    session: AsyncSession, *, owner_id: str, document_pks: Scope, forms: list[str]
+) -> dict[str, bool]:
+    """Whether each of `forms` (a word, a year, or words such as "best buy") occurs in the
+    documents searched: every word of it that the lexical index keeps, in some document. A form
+    of stop words alone, which the index does not keep, is left out."""
+    if not forms or not document_pks:
+        return {}
     query, params = _for_scope(
-        document_pks, _PRESENT_SQL, _LIBRARY_PRESENT_SQL, owner=owner_id, words=" ".join(words)
+        document_pks, _PRESENT_SQL, _LIBRARY_PRESENT_SQL, owner=owner_id, forms=forms
     )
     result = await session.execute(query, params)
-    return {str(lexeme) for lexeme in result.scalars()}
+    return {str(form): bool(found) for form, found in result.all()}
