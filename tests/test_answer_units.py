@@ -125,6 +125,39 @@ def test_list_items_are_units_of_their_own() -> None:
     ]
 
 
+BALANCE_SHEET = (
+    "Consolidated Balance Sheets\n$ in millions, except per share amounts\n\n"
+    "January 28, 2023 January 29, 2022\nAssets\nCurrent assets\n"
+    "Cash and cash equivalents $ 1,874 $ 2,936\nReceivables, net 1,141 1,042\n"
+    "Total current assets 8,802 10,539\nProperty and equipment\n"
+    "Removing the base grille .................... 16\n"
+    "Replacing the base grille .................... 17\n"
+    "Sales grew 5% in 2022. Margins rose to 20%."
+)
+
+
+def test_rows_of_a_statement_are_units_with_their_column_heads() -> None:
+    found = [(u.text, u.row, u.header) for u in units(BALANCE_SHEET)]
+    heads = "January 28, 2023 January 29, 2022"
+    assert ("Cash and cash equivalents $ 1,874 $ 2,936", True, heads) in found
+    assert ("Receivables, net 1,141 1,042", True, heads) in found
+    assert ("Total current assets 8,802 10,539", True, heads) in found
+    # A contents line's page number and a sentence's figure make no row.
+    assert not [t for t, row, _ in found if row and ("grille" in t or "Sales" in t)]
+    assert ("Margins rose to 20%.", False, "") in found
+    # A lone line ending in a figure is prose, as before.
+    assert [u.row for u in units("The grant was 2.4")] == [False]
+
+
+def test_a_chosen_row_comes_after_its_column_heads_on_a_line_of_its_own() -> None:
+    chosen = extractive.select(
+        "What were total current assets?", [hit(1, BALANCE_SHEET)], BagOfWordsEmbedder()
+    )
+    text = extractive.compose(chosen.sentences)
+    assert "January 28, 2023 January 29, 2022 [1]\nTotal current assets 8,802 10,539 [1]" in text
+    assert text.count("January 28, 2023 January 29, 2022") == 1
+
+
 def test_select_prefers_the_supporting_sentence_and_keeps_reading_order() -> None:
     hits = [
         hit(2, "The ferry carries 300 passengers. The ferry was built in 1987 in Rijeka.", page=2),

@@ -1,9 +1,10 @@
 """The built-in extractive answerer, used when no model server is configured.
 
-It answers with the sentences (or list items) of the retrieved passages that best answer the
-question, each followed by its citation `[n]`, in reading order. It never writes a word of its
-own: every sentence is copied from a passage (only its line breaks and runs of spaces are
-folded), apart from the fixed sentence that says the documents do not hold the answer.
+It answers with the sentences (or list items, or rows of a statement under their column heads)
+of the retrieved passages that best answer the question, each followed by its citation `[n]`, in
+reading order. It never writes a word of its own: every sentence is copied from a passage (only
+its line breaks and runs of spaces are folded), apart from the fixed sentence that says the
+documents do not hold the answer.
 
 Sentences are scored by the similarity of their embedding to the question's, by how many of the
 question's terms they hold (weighted by rarity), by what they add to the question (a sentence
@@ -14,6 +15,7 @@ the items of the best list. Only a shortlist is embedded, to keep the time to fi
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Iterator, Sequence
@@ -82,6 +84,8 @@ class Sentence:
     fragment: bool
     item: bool = False
     lead: bool = False  # introduces a list
+    row: bool = False  # a row of a statement, shown on a line of its own
+    header: str = ""  # a row's column heads ("January 28, 2023 January 29, 2022")
 
 
 @dataclass(frozen=True)
@@ -130,6 +134,8 @@ def candidates(hits: Sequence[Hit]) -> list[Sentence]:
                     fragment=unit.fragment,
                     item=unit.item,
                     lead=unit.lead,
+                    row=unit.row,
+                    header=unit.header,
                 )
             )
     return out
@@ -258,7 +264,24 @@ def select(
         chosen = items
     else:
         chosen = _pick(sentences, scored, best_score)
-    return Selection(sorted(chosen, key=lambda s: s.order), sims[best], lexical[best])
+    chosen = _with_headers(sorted(chosen, key=lambda s: s.order))
+    # How well the passages answer is judged on their sentences: a short row of figures is like
+    # many questions by one shared word ("France 100%" for "What is the capital of France?").
+    judged = next((i for _, i in scored if not sentences[i].row), best)
+    return Selection(chosen, sims[judged], lexical[judged])
+
+
+def _with_headers(chosen: Sequence[Sentence]) -> list[Sentence]:
+    """The sentences, each row of a statement after its column heads (once), so that "Basic
+    earnings per share $ 6.31 $ 9.94" says which figure is which year."""
+    out: list[Sentence] = []
+    shown = {s.text for s in chosen}
+    for sentence in chosen:
+        if sentence.row and sentence.header and sentence.header not in shown:
+            shown.add(sentence.header)
+            out.append(dataclasses.replace(sentence, text=sentence.header, header=""))
+        out.append(sentence)
+    return out
 
 
 def _pick(
@@ -346,7 +369,7 @@ def compose(sentences: Sequence[Sentence]) -> str:
     previous: Sentence | None = None
     for sentence in sentences:
         if previous is not None:
-            if sentence.item:
+            if sentence.item or (sentence.row and previous.row):
                 parts.append("\n")
             elif sentence.page_key != previous.page_key:
                 parts.append("\n\n")

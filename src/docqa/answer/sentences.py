@@ -1,10 +1,13 @@
-"""Cutting passages into the units an extractive answer copies: sentences and list items.
+"""Cutting passages into the units an extractive answer copies: sentences, list items and rows of
+figures.
 
 Headings, table lines and page furniture are left out: an answer never glues a heading into a
-sentence. A sentence ends at `.`, `!` or `?` before a capital, a digit or an opening quote, but
-not after an abbreviation ("Inc.", "No. 5", "U.S.", "e.g."), an initial ("J. Smith") or inside a
-number ("3.5"). A list item (a bulleted or numbered line) is a unit of its own, so a list
-question can be answered with the items.
+sentence. A run of lines that each end in figures ("Total current assets 8,802 10,539", the
+lines of a financial statement read from a PDF) is cut into its rows, not joined into one
+sentence that runs over the whole statement. A sentence ends at `.`, `!` or `?` before a
+capital, a digit or an opening quote, but not after an abbreviation ("Inc.", "No. 5", "U.S.",
+"e.g."), an initial ("J. Smith") or inside a number ("3.5"). A list item (a bulleted or numbered
+line) is a unit of its own, so a list question can be answered with the items.
 """
 
 from __future__ import annotations
@@ -25,6 +28,11 @@ _TERMINAL = re.compile(r"[.!?:][\"'”’)\]]*$")
 _LIST_ITEM = re.compile(r"^(?:[•\-–—*▪◦●]\s*|\(?(?:\d{1,2}|[a-zA-Z]|[ivx]{1,4})[.)]\s+)")
 _SPACE = re.compile(r"\s+")
 HEADING_MAX_WORDS = 10
+# A figure: an amount, a count, a percentage or a dash for none ("$ 1,874", "(12.5)", "3%", "—").
+_FIGURE = re.compile(r"[$€£¥]?\(?[-–—]?\d[\d,.]*%?\)?|[-–—]|[$€£¥]")
+_SENTENCE_INSIDE = re.compile(r"[.!?][\"'”’)\]]*\s+[A-Z]")
+_LEADER = re.compile(r"(\.\s?){4,}|…")  # a contents line's dots: "Removing the grille ..... 16"
+_YEAR = re.compile(r"(?<!\d)(?:19|20)\d\d(?!\d)")
 
 
 @dataclass(frozen=True)
@@ -33,6 +41,8 @@ class Unit:
     item: bool  # a list item (a bulleted or numbered line)
     fragment: bool  # cut by the edge of the passage
     lead: bool = False  # introduces a list ("... include:")
+    row: bool = False  # a row of a statement
+    header: str = ""  # a row's column heads: the nearest line above it naming two years or more
 
 
 def _ends_sentence(text: str, dot: int) -> bool:
@@ -84,15 +94,39 @@ def is_heading(line: str, following: str) -> bool:
     )
 
 
-def _flush(out: list[tuple[str, str]], prose: list[str]) -> None:
+def is_row(line: str) -> bool:
+    """A line of a statement: words, then one or more figures, and no sentence inside."""
+    words = line.split()
+    figures = 0
+    while figures < len(words) and _FIGURE.fullmatch(words[-1 - figures]):
+        figures += 1
+    label = words[: len(words) - figures]
+    return (
+        any(w.isalpha() for w in label)
+        and any(c.isdigit() for w in words[len(label) :] for c in w)
+        and not _SENTENCE_INSIDE.search(line)
+        and not _LEADER.search(line)
+    )
+
+
+def _names_years(line: str) -> bool:
+    return len(set(_YEAR.findall(line))) >= 2
+
+
+Block = tuple[str, str, str]  # kind, text, and a row's column heads
+
+
+def _flush(out: list[Block], prose: list[str]) -> None:
     if prose:
-        out.append(("prose", _SPACE.sub(" ", " ".join(prose)).strip()))
+        out.append(("prose", _SPACE.sub(" ", " ".join(prose)).strip(), ""))
         prose.clear()
 
 
-def _blocks(text: str) -> list[tuple[str, str]]:
-    """(kind, text) of each block: "heading", "item", "table" or "prose" (lines joined)."""
-    out: list[tuple[str, str]] = []
+def _blocks(text: str) -> list[Block]:
+    """(kind, text) of each block: "heading", "item", "row", "table" or "prose" (lines
+    joined)."""
+    out: list[Block] = []
+    header = ""  # the last line seen that names two years or more
     paragraphs = [
         [line.strip() for line in para.split("\n") if line.strip()]
         for para in re.split(r"\n\s*\n", text)
@@ -102,21 +136,27 @@ def _blocks(text: str) -> list[tuple[str, str]]:
         after = paragraphs[n + 1][0] if n + 1 < len(paragraphs) else ""
         prose: list[str] = []
 
+        rows = [is_row(line) for line in lines]
         for i, line in enumerate(lines):
             following = lines[i + 1] if i + 1 < len(lines) else after
-            if line.startswith("|"):
+            if rows[i] and ((i > 0 and rows[i - 1]) or (i + 1 < len(lines) and rows[i + 1])):
+                _flush(out, prose)  # a statement's row, next to another
+                out.append(("row", line, "" if _names_years(line) else header))
+            elif line.startswith("|"):
                 _flush(out, prose)
-                out.append(("table", line))
+                out.append(("table", line, ""))
             elif _LIST_ITEM.match(line):
                 _flush(out, prose)
-                out.append(("item", line))
+                out.append(("item", line, ""))
             elif out and out[-1][0] == "item" and not prose and line[:1].islower():
-                out[-1] = ("item", out[-1][1] + " " + line)  # an item wrapped over lines
+                out[-1] = ("item", out[-1][1] + " " + line, "")  # an item wrapped over lines
             elif is_heading(line, following) and (not prose or _TERMINAL.search(prose[-1])):
                 _flush(out, prose)  # a title between two sentences is not part of either
-                out.append(("heading", line))
+                out.append(("heading", line, ""))
             else:
                 prose.append(line)
+            if _names_years(line):
+                header = line
         _flush(out, prose)
     return out
 
@@ -126,8 +166,11 @@ def units(text: str) -> list[Unit]:
     blocks = _blocks(text)
     out: list[Unit] = []
     last = len(blocks) - 1
-    for b, (kind, block) in enumerate(blocks):
+    for b, (kind, block, header) in enumerate(blocks):
         if kind in ("heading", "table"):
+            continue
+        if kind == "row":
+            out.append(Unit(block, item=False, fragment=False, row=True, header=header))
             continue
         if kind == "item":
             item = _LIST_ITEM.sub("", block, count=1).strip()
