@@ -124,6 +124,26 @@ def test_pdf_running_headers_are_furniture(shared_data: Path) -> None:
     assert "Contractual Obligations" in page.text
 
 
+def test_a_spans_rects_are_those_of_every_word_it_touches(shared_data: Path) -> None:
+    """`rects_for_span` finds a span's words by bisection: the same rectangles as a scan of
+    every word of the page, for spans that start and end inside words, between them, and at
+    the page's edges."""
+    page = _page_of(shared_data / TEN_K, 50)
+    assert page.words == sorted(page.words)  # in the order of the text
+
+    def scanned(start: int, end: int) -> list[list[float]]:
+        touching = [w for w in page.words if w[0] < end and w[1] > start]
+        return rects_for_span(touching, start, end)
+
+    n = len(page.text)
+    spans = [(0, n), (0, 1), (n - 1, n), (n, n + 5)] + [
+        (a, a + length) for a in range(0, n, 97) for length in (1, 13, 250, 1200)
+    ]
+    for start, end in spans:
+        assert rects_for_span(page.words, start, end) == scanned(start, end), (start, end)
+    assert rects_for_span(page.words, 5, 5) == []
+
+
 def test_pdf_word_boxes_lie_where_pdfium_finds_the_text(shared_data: Path) -> None:
     """The rectangles of a sentence, from the words docqa stored, cover the boxes pdfium's own
     text search gives for it (checked independently, through `PdfTextPage.search`)."""

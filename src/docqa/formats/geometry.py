@@ -6,6 +6,7 @@ them over a page image of any size.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 
 Rect = list[float]
@@ -20,11 +21,16 @@ def _same_line(a: Sequence[float], b: Sequence[float]) -> bool:
 
 
 def rects_for_span(words: Sequence[Sequence[float]], start: int, end: int) -> list[Rect]:
-    """The rectangles covering the words of `[start, end)` (a word partly inside counts)."""
+    """The rectangles covering the words of `[start, end)` (a word partly inside counts).
+    `words` are a page's, in the order of its text (`Page.words`), so the words of a span are
+    one run of them, found by bisection: a chunk of a 10-K page no longer reads its page's
+    600 words."""
     lines: list[Rect] = []
-    for word in words:
-        if word[0] >= end or word[1] <= start:
-            continue
+    first = bisect.bisect_right(words, float(start), key=lambda word: word[1])  # first ending after
+    for i in range(first, len(words)):
+        word = words[i]
+        if word[0] >= end:
+            break
         box = [float(v) for v in word[2:6]]
         if lines and _same_line(lines[-1], box):
             last = lines[-1]
