@@ -158,6 +158,44 @@ def test_a_chosen_row_comes_after_its_column_heads_on_a_line_of_its_own() -> Non
     assert text.count("January 28, 2023 January 29, 2022") == 1
 
 
+@pytest.mark.parametrize(
+    ("question", "acronym"),
+    [
+        ("What is NARL stand for in this document?", "NARL"),
+        ("What does R&D stand for?", "R&D"),
+        ("What is the full form of ISRO?", "ISRO"),
+        ("What does GDP mean?", "GDP"),
+        ("What was NASA's budget in 2020?", ""),  # names an acronym, asks something else
+        ("What do NASA and ESA stand for?", ""),  # two: not one expansion to look for
+    ],
+)
+def test_the_acronym_a_question_asks_about(question: str, acronym: str) -> None:
+    assert extractive.acronym_asked(question) == acronym
+
+
+def test_an_acronym_is_spelled_out_by_capitals_joined_by_small_words() -> None:
+    assert extractive.spells_out("BLS", "Data from the Bureau of Labor Statistics show it.")
+    assert extractive.spells_out("R&D", "Spending on Research and Development rose.")
+    assert not extractive.spells_out("NARL", "NARL at Gadanki is a centre for research.")
+    assert not extractive.spells_out("BLS", "The Bureau of the Census and Labor Statistics.")
+
+
+def test_what_an_acronym_stands_for_is_answered_from_the_heading_that_spells_it_out() -> None:
+    """A heading is never quoted, except the one that spells out the acronym asked about."""
+    text = (
+        "National Atmospheric Research Laboratory (NARL)\n"
+        "NARL at Gadanki near Tirupati is a centre for atmospheric research. "
+        "NARL carries out its research under seven major groups."
+    )
+    question = "What does NARL stand for?"
+    chosen = extractive.select(question, [hit(1, text)], BagOfWordsEmbedder())
+    assert chosen.sentences[0].text == "National Atmospheric Research Laboratory (NARL)"
+    other = extractive.select("Where is NARL?", [hit(1, text)], BagOfWordsEmbedder())
+    assert "National Atmospheric Research Laboratory (NARL)" not in [
+        s.text for s in other.sentences
+    ]
+
+
 def test_select_prefers_the_supporting_sentence_and_keeps_reading_order() -> None:
     hits = [
         hit(2, "The ferry carries 300 passengers. The ferry was built in 1987 in Rijeka.", page=2),

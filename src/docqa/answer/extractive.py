@@ -65,6 +65,14 @@ _NUMBER_QUESTION = re.compile(
     r"earnings|expenses?|assets|liabilities|cash|dividends?|eps|share|percentage)\b",
     re.IGNORECASE,
 )
+_ACRONYM_QUESTION = re.compile(
+    r"\bstands? for\b|\bfull (form|name)\b|\babbreviat|\bacronym\b|"
+    r"^\s*what (does|do|is|are) [A-Z][A-Za-z0-9&]{1,9} mean\b",
+    re.IGNORECASE,
+)
+_ACRONYM = re.compile(r"\b[A-Z][A-Z0-9&]*[A-Z][A-Z0-9&]*s?\b")  # NARL, R&D, GPUs
+_SPELLING_WORD = re.compile(r"[A-Za-z][\w'’-]*")
+_JOINING_WORDS = frozenset({"of", "and", "for", "the", "in", "on", "at", "to", "a", "an", "de"})
 _LIST_QUESTION = re.compile(
     r"^\s*(what|which)\s+(are|were)\b|^\s*(list|name|enumerate)\b|"
     r"\b(what|which) (\w+ )?(hurdles|factors|reasons|challenges|risks|steps|types|kinds|"
@@ -98,7 +106,10 @@ class Selection:
 
 
 def question_kind(question: str) -> str:
-    """What kind of answer the question wants: a number, a person, a reason, a list, or other."""
+    """What kind of answer the question wants: what an acronym stands for, a number, a person, a
+    reason, a list, or other."""
+    if acronym_asked(question):
+        return "acronym"
     if _NUMBER_QUESTION.search(question):
         return "number"
     if re.match(r"^\s*(who|whom|whose)\b", question, re.IGNORECASE):
@@ -112,15 +123,18 @@ def question_kind(question: str) -> str:
     return "other"
 
 
-def candidates(hits: Sequence[Hit]) -> list[Sentence]:
+def candidates(hits: Sequence[Hit], acronym: str = "") -> list[Sentence]:
     """Every distinct sentence and list item of the hits, first occurrence kept (passages
-    overlap)."""
+    overlap). When the question asks what `acronym` stands for, a heading that spells it out
+    ("National Atmospheric Research Laboratory (NARL)") is a candidate too."""
     groups: dict[object, int] = {}
     seen: set[str] = set()
     out: list[Sentence] = []
     for n, hit in enumerate(hits, start=1):
         group = groups.setdefault(hit.document_pk, len(groups))
-        for pos, unit in enumerate(units(hit.text)):
+        for pos, unit in enumerate(units(hit.text, headings=bool(acronym))):
+            if unit.heading and not spells_out(acronym, unit.text):
+                continue
             key = unit.text.lower()
             if key in seen or (len(unit.text.split()) < MIN_WORDS and not unit.item):
                 continue
@@ -196,8 +210,40 @@ def novelty(question_terms: set[str], sentence: str) -> float:
     return len(own - question_terms) / len(own) if own else 0.0
 
 
+def acronym_asked(question: str) -> str:
+    """The acronym whose meaning the question asks ("What does NARL stand for?"), or ""."""
+    if not _ACRONYM_QUESTION.search(question):
+        return ""
+    found = _ACRONYM.findall(question)
+    return found[0] if len(found) == 1 else ""
+
+
+def spells_out(acronym: str, sentence: str) -> bool:
+    """Whether the sentence holds words whose capitals spell `acronym`, joined by small words
+    if need be: "National Atmospheric Research Laboratory" for NARL, "Bureau of Labor
+    Statistics" for BLS."""
+    words = _SPELLING_WORD.findall(sentence)
+    letters = "".join(c for c in acronym if c.isupper())  # "R&D": R, D; "GPUs": G, P, U
+    if len(letters) < 2:
+        return False
+    for start, first in enumerate(words):
+        if first[0] != letters[0]:
+            continue
+        matched = 0
+        for word in words[start:]:
+            if word[0] == letters[matched]:
+                matched += 1
+                if matched == len(letters):
+                    return True
+            elif word.lower() not in _JOINING_WORDS:
+                break
+    return False
+
+
 def information(kind: str, sentence: str, question: str) -> float:
     """How much the sentence offers of the kind of answer asked for (0 to 1)."""
+    if kind == "acronym":
+        return 1.0 if spells_out(acronym_asked(question), sentence) else 0.0
     if kind == "number":
         return 1.0 if _NUMBER.search(sentence) else 0.0
     if kind == "who":
@@ -222,7 +268,7 @@ def select(
     embedder's vector of `question` when the caller has it already (retrieval made it), saves
     a model call on the way to the first word. Blocking: it runs the embedding model, so call
     it from a thread."""
-    sentences = candidates(hits)
+    sentences = candidates(hits, acronym_asked(question))
     if not sentences:
         return Selection(_opening(hits), 0.0, 0.0)
     kind = question_kind(question)

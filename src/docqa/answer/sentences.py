@@ -42,6 +42,7 @@ class Unit:
     fragment: bool  # cut by the edge of the passage
     lead: bool = False  # introduces a list ("... include:")
     row: bool = False  # a row of a statement
+    heading: bool = False  # a title line (only when asked for)
     header: str = ""  # a row's column heads: the nearest line above it naming two years or more
 
 
@@ -161,12 +162,16 @@ def _blocks(text: str) -> list[Block]:
     return out
 
 
-def units(text: str) -> list[Unit]:
-    """The sentences and list items of a passage, in order, without headings or table lines."""
+def units(text: str, headings: bool = False) -> list[Unit]:
+    """The sentences and list items of a passage, in order, without table lines, and without
+    headings unless `headings`."""
     blocks = _blocks(text)
     out: list[Unit] = []
     last = len(blocks) - 1
     for b, (kind, block, header) in enumerate(blocks):
+        if kind == "heading" and headings:
+            out.append(Unit(block, item=False, fragment=False, heading=True))
+            continue
         if kind in ("heading", "table"):
             continue
         if kind == "row":
