@@ -470,6 +470,8 @@ def test_evidence_refuses_weak_matches_and_years_no_document_mentions() -> None:
         ("What is its days payable outstanding (DPO)?", []),
         ("Give the date as YYYY-MM-DD.", []),
         ("what is the label 'Contact.Meet' for?", ["Contact.Meet"]),
+        # Letters of any script belong to the word.
+        ("What did Société Générale and Nestlé report?", ["Société Générale", "Nestlé"]),
     ],
 )
 def test_names_a_question_uses(question: str, names: list[str]) -> None:
@@ -487,6 +489,7 @@ def test_a_name_is_looked_for_under_its_likely_forms() -> None:
     assert loose[0] == "neflix"
     assert {"netflix", "nelfix", "neflex", "neflx", "ne flix"} <= set(loose)  # one letter off
     assert "singapor" in word_forms("Singaporean")  # a shorter word it begins with
+    assert "nestle" in word_forms("Nestlé")
     assert all(form.startswith("n") for form in loose)
 
 

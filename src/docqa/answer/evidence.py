@@ -39,7 +39,7 @@ _YEAR = re.compile(r"(?<![\w.,/-])(1[89]\d\d|20\d\d)(?![\w.,/-]?\d)")
 _SENTENCE_END = re.compile(r"[.?!:;]+[\"'”’)]*\s+|\n+")
 # A word, with the marks that join words inside a name ("Contact.Meet", "After-tax"); an
 # apostrophe ends it ("Japan's").
-_WORD = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9&]|[./_-](?=[A-Za-z0-9]))*")
+_WORD = re.compile(r"[^\W_](?:[^\W_]|&|[./_-](?=[^\W_]))*")  # letters of any script
 _PARTS = re.compile(r"[./_&-]+")
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
 # Capitalised words that ask, instruct or name a kind of thing or a unit, not something the
