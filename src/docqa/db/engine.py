@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
@@ -127,18 +128,8 @@ def _forget_dead_handles(handles: Any) -> None:
     """
     # Our own pid is on the list already: adding it again changes nothing and returns the list.
     for pid in handles.get_and_add(os.getpid()):
-        if pid != os.getpid() and not _alive(pid):
+        if pid != os.getpid() and not psutil.pid_exists(pid):
             handles.get_and_remove(pid)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 class EmbeddedServer:

@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 from docqa.db.engine import EMBEDDED_PG_VERSION, update_vector_extension
 
 log = logging.getLogger(__name__)
@@ -35,16 +37,6 @@ class UpgradeResult:
     seconds: float
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, and someone else's
-        return True
-    return True
-
-
 def _holders(pgdata: Path) -> list[int]:
     """Live processes (other than this one) that have the embedded server open."""
     import json
@@ -53,7 +45,7 @@ def _holders(pgdata: Path) -> list[int]:
         pids = json.loads((pgdata / ".handle_pids.json").read_text() or "[]")
     except (OSError, ValueError):
         return []
-    return [pid for pid in pids if pid != os.getpid() and _alive(pid)]
+    return [pid for pid in pids if pid != os.getpid() and psutil.pid_exists(pid)]
 
 
 def _stop_stale_server(pgdata: Path, bin_path: Path, user: str | None) -> None:
