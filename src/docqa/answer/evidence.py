@@ -24,6 +24,7 @@ a detail the document lacks) that no evidence threshold separates from answerabl
 from __future__ import annotations
 
 import re
+import string
 from dataclasses import dataclass
 
 from docqa.answer.support import NOT_FOUND
@@ -41,7 +42,6 @@ _SENTENCE_END = re.compile(r"[.?!:;]+[\"'”’)]*\s+|\n+")
 # apostrophe ends it ("Japan's").
 _WORD = re.compile(r"[^\W_](?:[^\W_]|&|[./_-](?=[^\W_]))*")  # letters of any script
 _PARTS = re.compile(r"[./_&-]+")
-_LETTERS = "abcdefghijklmnopqrstuvwxyz"
 # Capitalised words that ask, instruct or name a kind of thing or a unit, not something the
 # documents must mention; months and weekdays, which a date written in figures leaves out.
 _NOT_NAME_WORDS = """
@@ -76,16 +76,17 @@ def names_in(question: str) -> list[str]:
     for sentence in _SENTENCE_END.split(question):
         if not any(c.islower() for c in sentence):
             continue
-        words = [(m.group(), m.start(), m.end()) for m in _WORD.finditer(sentence)]
+        matches = list(_WORD.finditer(sentence))
+        words = [m.group() for m in matches]
         run: list[str] = []
         end = 0
-        for position, (word, start, stop) in enumerate(words):
-            if run and not sentence[end:start].isspace():
+        for position, (word, match) in enumerate(zip(words, matches, strict=True)):
+            if run and not sentence[end : match.start()].isspace():
                 names.append(" ".join(run))  # a comma or other mark ends a run
                 run = []
-            if _is_name(word, position, [w for w, _, _ in words[:position]]):
+            if _is_name(word, position, words[:position]):
                 run.append(word)
-                end = stop
+                end = match.end()
             elif run:
                 names.append(" ".join(run))
                 run = []
@@ -118,12 +119,13 @@ def word_forms(word: str) -> list[str]:
     if len(word) < LOOSE_FROM or not word.isalpha():
         return forms
     forms += [word[:cut] for cut in range(LOOSE_FROM, len(word))]
+    letters = string.ascii_lowercase
     for i in range(1, len(word) + 1):
         head, tail = word[:i], word[i:]
-        forms += [head + letter + tail for letter in _LETTERS]  # a letter added
+        forms += [head + letter + tail for letter in letters]  # a letter added
         if tail:
             forms.append(head + tail[1:])  # left out
-            forms += [head + letter + tail[1:] for letter in _LETTERS if letter != tail[0]]
+            forms += [head + letter + tail[1:] for letter in letters if letter != tail[0]]
             forms.append(head + " " + tail)  # a space put in
         if len(tail) > 1:
             forms.append(head + tail[1] + tail[0] + tail[2:])  # swapped

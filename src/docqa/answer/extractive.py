@@ -240,10 +240,11 @@ def spells_out(acronym: str, sentence: str) -> bool:
     return False
 
 
-def information(kind: str, sentence: str, question: str) -> float:
-    """How much the sentence offers of the kind of answer asked for (0 to 1)."""
+def information(kind: str, sentence: str, question: str, acronym: str = "") -> float:
+    """How much the sentence offers of the kind of answer asked for (0 to 1); `acronym` is the
+    one an "acronym" question asks about (`acronym_asked`)."""
     if kind == "acronym":
-        return 1.0 if spells_out(acronym_asked(question), sentence) else 0.0
+        return 1.0 if spells_out(acronym, sentence) else 0.0
     if kind == "number":
         return 1.0 if _NUMBER.search(sentence) else 0.0
     if kind == "who":
@@ -268,7 +269,8 @@ def select(
     embedder's vector of `question` when the caller has it already (retrieval made it), saves
     a model call on the way to the first word. Blocking: it runs the embedding model, so call
     it from a thread."""
-    sentences = candidates(hits, acronym_asked(question))
+    acronym = acronym_asked(question)
+    sentences = candidates(hits, acronym)
     if not sentences:
         return Selection(_opening(hits), 0.0, 0.0)
     kind = question_kind(question)
@@ -277,7 +279,7 @@ def select(
     prior = [
         WEIGHT_LEXICAL * lx
         + WEIGHT_RANK / s.source
-        + WEIGHT_INFO * information(kind, s.text, question)
+        + WEIGHT_INFO * information(kind, s.text, question, acronym)
         for s, lx in zip(sentences, lexical, strict=True)
     ]
     shortlist = sorted(range(len(sentences)), key=lambda i: -prior[i])[:SHORTLIST]
