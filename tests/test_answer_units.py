@@ -145,6 +145,14 @@ def test_rows_of_a_statement_are_units_with_their_column_heads() -> None:
     # A contents line's page number and a sentence's figure make no row.
     assert not [t for t, row, _ in found if row and ("grille" in t or "Sales" in t)]
     assert ("Margins rose to 20%.", False, "") in found
+    # Column heads inside a run of rows are not a unit of their own: they only head a row.
+    heads_inside = (
+        "Net sales 1,200 1,100\nFiscal years 2023 2022 2021\nNet earnings 1,419 2,454 1,798"
+    )
+    assert [(u.text, u.header) for u in units(heads_inside)] == [
+        ("Net sales 1,200 1,100", ""),
+        ("Net earnings 1,419 2,454 1,798", "Fiscal years 2023 2022 2021"),
+    ]
     # A lone line ending in a figure is prose, as before.
     assert [u.row for u in units("The grant was 2.4")] == [False]
 

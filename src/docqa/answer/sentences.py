@@ -142,7 +142,10 @@ def _blocks(text: str) -> list[Block]:
             following = lines[i + 1] if i + 1 < len(lines) else after
             if rows[i] and ((i > 0 and rows[i - 1]) or (i + 1 < len(lines) and rows[i + 1])):
                 _flush(out, prose)  # a statement's row, next to another
-                out.append(("row", line, "" if _names_years(line) else header))
+                if _names_years(line):  # its column heads: shown only above a row of figures
+                    out.append(("heading", line, ""))
+                else:
+                    out.append(("row", line, header))
             elif line.startswith("|"):
                 _flush(out, prose)
                 out.append(("table", line, ""))
