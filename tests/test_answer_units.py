@@ -23,7 +23,7 @@ from docqa.answer.prompt import (
     fit_sources,
     rewrite_without_model,
 )
-from docqa.answer.sentences import units
+from docqa.answer.sentences import row_label, units
 from docqa.api.ask import _json, _ping
 from docqa.client import sse_events
 from docqa.ingest.embed import Vectors
@@ -61,6 +61,13 @@ class BagOfWordsEmbedder:
 def hit(n: int, text: str, page: int = 1, doc: uuid.UUID | None = None) -> Hit:
     pk = doc or uuid.UUID(int=1)
     return Hit(n, pk, f"doc-{pk.int}", "f.pdf", page, text, 0.01, WordCounter().count(text))
+
+
+ROWS = "Working capital (1) 1,902,216 1,263,899 883,049\nTotal assets 10,202,871 7,042,500\n"
+PERCENT_ROWS = (
+    "Net additions 5,624 5,694 (70) (1)% (580) (9)%\n"
+    "Memberships at end of period 44,738 39,114 5,624 14 % 5,694 17 %\n"
+)
 
 
 def _units(text: str) -> list[tuple[str, bool]]:
@@ -419,6 +426,61 @@ def test_a_number_question_prefers_a_sentence_with_a_number() -> None:
     assert extractive.question_kind(question) == "number"
     chosen = extractive.select(question, hits, BagOfWordsEmbedder()).sentences
     assert chosen[0].text.startswith("Net revenue for the segment was $1,204")
+
+
+def test_the_year_a_question_names_is_no_figure_that_answers_it() -> None:
+    question = "How many domestic stores did Best Buy have at the end of fiscal 2023?"
+    assert extractive.question_kind(question) == "number"
+    lead = "The ownership status of our domestic stores at the end of fiscal 2023 was as follows:"
+    assert extractive.information("number", lead, question) == 0.0
+    assert extractive.information("number", "Total domestic stores 978", question) == 1.0
+    assert extractive.information("number", "It had twelve stores in 2023.", question) == 1.0
+
+
+def test_a_sentence_that_only_leads_into_a_table_does_not_crowd_out_its_row() -> None:
+    text = (
+        "The location and ownership of our domestic stores at the end of fiscal 2023 were as "
+        "follows:\n\nOutlet centers 19 16\nTotal domestic stores 978 984\n"
+    )
+    question = "How many domestic stores were open at the end of fiscal 2023?"
+    chosen = extractive.select(question, [hit(1, text)], BagOfWordsEmbedder()).sentences
+    assert "Total domestic stores 978 984" in [s.text for s in chosen]
+
+
+def test_a_row_is_compared_with_the_question_by_its_label() -> None:
+    assert row_label("Working capital (1) 1,902,216 1,263,899 883,049") == "Working capital"
+    assert row_label("Net additions 5,624 5,694 (70) (1)% (580) (9)%") == "Net additions"
+
+    class Recording(BagOfWordsEmbedder):
+        def __init__(self) -> None:
+            self.seen: list[str] = []
+
+        def embed_documents(self, texts: list[str]) -> Vectors:
+            self.seen.extend(texts)
+            return super().embed_documents(texts)
+
+    embedder = Recording()
+    extractive.select("What was working capital?", [hit(1, ROWS)], embedder)
+    assert "Working capital" in embedder.seen
+    assert not [t for t in embedder.seen if "1,902,216" in t]
+
+
+def test_a_percentage_written_apart_ends_a_row() -> None:
+    found = [(u.text, u.row) for u in units(PERCENT_ROWS)]
+    assert ("Memberships at end of period 44,738 39,114 5,624 14 % 5,694 17 %", True) in found
+    assert ("Net additions 5,624 5,694 (70) (1)% (580) (9)%", True) in found
+
+
+def test_a_question_about_a_measure_reads_the_lines_it_is_made_of() -> None:
+    text = (
+        "Capital spending is discussed in more detail in the section on investing.\n\n"
+        "Cash flows from investing activities\n"
+        "Purchases of property, plant and equipment (1,577) (1,373)\n"
+        "Proceeds from sale of businesses 846 142\n"
+    )
+    question = "What was the capital expenditure in 2018?"
+    chosen = extractive.select(question, [hit(1, text)], BagOfWordsEmbedder()).sentences
+    assert "Purchases of property, plant and equipment (1,577) (1,373)" in [s.text for s in chosen]
 
 
 def test_citation_filter_drops_markers_that_name_no_source() -> None:

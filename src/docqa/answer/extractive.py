@@ -24,8 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from docqa.answer.prompt import content_words
-from docqa.answer.sentences import units
+from docqa.answer.sentences import row_label, units
 from docqa.ingest.embed import Embedder
+from docqa.search.expand import measure_parts
 from docqa.search.retrieve import Hit
 
 MAX_SENTENCES = 4
@@ -49,6 +50,13 @@ _SPACE = re.compile(r"\s+")
 _NUMBER = re.compile(
     r"\d|\b(one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|forty|"
     r"fifty|sixty|seventy|eighty|ninety|hundred|thousand|million|billion|dozen|half|twice)\b",
+    re.IGNORECASE,
+)
+# A number as a whole token: "1,577", "3.5", "2023", "twelve".
+_NUMBER_TOKEN = re.compile(
+    r"\d[\d,.]*\d|\d|\b(one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|"
+    r"thirty|forty|fifty|sixty|seventy|eighty|ninety|hundred|thousand|million|billion|dozen|half|"
+    r"twice)\b",
     re.IGNORECASE,
 )
 _CAUSAL = re.compile(
@@ -246,7 +254,7 @@ def information(kind: str, sentence: str, question: str, acronym: str = "") -> f
     if kind == "acronym":
         return 1.0 if spells_out(acronym, sentence) else 0.0
     if kind == "number":
-        return 1.0 if _NUMBER.search(sentence) else 0.0
+        return 1.0 if _new_numbers(sentence, question) else 0.0
     if kind == "who":
         names = {m for m in _NAME.findall(sentence) if m.lower() not in question.lower()}
         return 1.0 if names else 0.0
@@ -255,6 +263,13 @@ def information(kind: str, sentence: str, question: str, acronym: str = "") -> f
     if kind == "list":
         return 1.0 if ("," in sentence or ";" in sentence) else 0.3
     return 0.5 if _NUMBER.search(sentence) or _NAME.search(sentence) else 0.0
+
+
+def _new_numbers(sentence: str, question: str) -> bool:
+    """Whether the sentence holds a number the question does not: the year a question asks
+    about ("at the end of fiscal 2023") answers nothing."""
+    asked = {m.group(0).lower() for m in _NUMBER_TOKEN.finditer(question)}
+    return any(m.group(0).lower() not in asked for m in _NUMBER_TOKEN.finditer(sentence))
 
 
 def select(
@@ -275,7 +290,9 @@ def select(
         return Selection(_opening(hits), 0.0, 0.0)
     kind = question_kind(question)
     q_terms = terms(question)
-    lexical = lexical_scores(question, sentences, context)
+    # The line items of a financial measure the question names count as its own words:
+    # "capital expenditure" is answered by "Purchases of property, plant and equipment".
+    lexical = lexical_scores(f"{question} {measure_parts(question)}", sentences, context)
     prior = [
         WEIGHT_LEXICAL * lx
         + WEIGHT_RANK / s.source
@@ -290,7 +307,10 @@ def select(
         if question_vector is None
         else np.asarray(question_vector, dtype=np.float32)
     )
-    svecs = embedder.embed_documents([sentences[i].text for i in shortlist])
+    # A row is compared with the question by what it is about: its figures only blur that.
+    svecs = embedder.embed_documents(
+        [row_label(sentences[i].text) if sentences[i].row else sentences[i].text for i in shortlist]
+    )
     similarity = np.asarray(svecs @ qvec, dtype=np.float64)
     scored: list[tuple[float, int]] = []
     restating: list[tuple[float, int]] = []
@@ -298,7 +318,8 @@ def select(
     for i, sim in zip(shortlist, similarity, strict=True):
         sims[i] = float(sim)
         score = WEIGHT_SEMANTIC * max(float(sim), 0.0) + prior[i]
-        if sentences[i].fragment:
+        if sentences[i].fragment or (sentences[i].lead and kind != "list"):
+            # Half a sentence, or one that only leads into what follows ("... were as follows:")
             score *= FRAGMENT_PENALTY
         # A sentence that only restates the question answers nothing: it is used only when
         # every candidate does.

@@ -50,8 +50,13 @@ FINANCIAL_MEASURES: tuple[tuple[str, str], ...] = (
 _COMPILED = tuple((re.compile(p, re.IGNORECASE), terms) for p, terms in FINANCIAL_MEASURES)
 
 
+def measure_parts(question: str) -> str:
+    """The line items of the financial measures the question names ("" when it names none)."""
+    return " ".join(terms for pattern, terms in _COMPILED if pattern.search(question))
+
+
 def lexical_query(question: str) -> str:
     """The question as the lexical side searches it: with the line items of any financial
     measure it names."""
-    extra = [terms for pattern, terms in _COMPILED if pattern.search(question)]
-    return f"{question} {' '.join(extra)}" if extra else question
+    extra = measure_parts(question)
+    return f"{question} {extra}" if extra else question
