@@ -447,7 +447,7 @@ def test_a_sentence_that_only_leads_into_a_table_does_not_crowd_out_its_row() ->
     assert "Total domestic stores 978 984" in [s.text for s in chosen]
 
 
-def test_a_row_is_compared_with_the_question_by_its_label() -> None:
+def test_a_row_is_compared_with_the_question_by_its_label_too() -> None:
     assert row_label("Working capital (1) 1,902,216 1,263,899 883,049") == "Working capital"
     assert row_label("Net additions 5,624 5,694 (70) (1)% (580) (9)%") == "Net additions"
 
@@ -462,7 +462,6 @@ def test_a_row_is_compared_with_the_question_by_its_label() -> None:
     embedder = Recording()
     extractive.select("What was working capital?", [hit(1, ROWS)], embedder)
     assert "Working capital" in embedder.seen
-    assert not [t for t in embedder.seen if "1,902,216" in t]
 
 
 def test_a_percentage_written_apart_ends_a_row() -> None:
