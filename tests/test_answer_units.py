@@ -23,10 +23,11 @@ from docqa.answer.prompt import (
     fit_sources,
     rewrite_without_model,
 )
-from docqa.answer.sentences import row_label, units
+from docqa.answer.sentences import units
 from docqa.api.ask import _json, _ping
 from docqa.client import sse_events
 from docqa.ingest.embed import Vectors
+from docqa.search.figures import row_label
 from docqa.search.retrieve import Hit
 
 
@@ -426,6 +427,11 @@ def test_a_number_question_prefers_a_sentence_with_a_number() -> None:
     assert extractive.question_kind(question) == "number"
     chosen = extractive.select(question, hits, BagOfWordsEmbedder()).sentences
     assert chosen[0].text.startswith("Net revenue for the segment was $1,204")
+
+
+def test_the_value_of_a_measure_is_a_number_to_the_answerer() -> None:
+    assert extractive.question_kind("What is Netflix working capital in FY2015?") == "number"
+    assert extractive.question_kind("Why does working capital matter?") == "why"
 
 
 def test_the_year_a_question_names_is_no_figure_that_answers_it() -> None:

@@ -25,6 +25,7 @@ from docqa.ingest.embed import LocalEmbedder, Tokenizer
 from docqa.ingest.pipeline import Runtime
 from docqa.search import lexical, vector
 from docqa.search import retrieve as retrieval
+from docqa.search.figures import asks_for_figure, figure_share
 from docqa.search.index import BLOCK, RECORD
 from docqa.settings import Settings
 from tests.postings import pack, read_blocks
@@ -291,6 +292,69 @@ async def test_hybrid_fuses_both_rankings(corpus: Corpus) -> None:
     assert [h.score for h in hybrid] == sorted((h.score for h in hybrid), reverse=True)
 
 
+_STATEMENT_ROWS = "\n".join(
+    (
+        "Cash and cash equivalents 1,874 2,936",
+        "Short-term investments 7 9",
+        "Receivables, net 1,141 1,042",
+        "Merchandise inventories 5,140 5,965",
+        "Other current assets 640 587",
+        "Total current assets 8,802 10,539",
+        "Property and equipment, net 2,352 2,250",
+        "Operating lease assets 2,746 2,654",
+        "Goodwill 1,383 1,384",
+        "Other assets 520 677",
+        "Total assets 15,803 17,504",
+        "Accounts payable 5,687 6,803",
+        "Unredeemed gift card liabilities 266 316",
+        "Deferred revenue 1,046 1,103",
+        "Accrued compensation 405 845",
+        "Accrued liabilities 843 946",
+        "Current operating lease liabilities 638 648",
+        "Current portion of long-term debt 16 13",
+        "Total current liabilities 8,979 10,674",
+        "Working capital (177) (135)",
+        "Long-term debt 1,160 1,216",
+    )
+)
+FILING = {
+    "liquidity": "Our working capital in fiscal 2023 was lower than our working capital in "
+    "fiscal 2022. Working capital is how we measure liquidity: working capital needs vary with "
+    "the season, and management reviews working capital every quarter of the fiscal year.",
+    "balance-sheet": "Consolidated balance sheets (in millions)\nFiscal years 2023 2022\n"
+    + _STATEMENT_ROWS,
+    "stores": "We opened twelve stores this year and closed four; most new stores are small.",
+    "people": "Our employees are our strength, and we invest in training them every year.",
+    "risks": "Risks include competition, changes in consumer spending and supply problems.",
+}
+
+
+async def test_a_question_that_asks_for_a_figure_prefers_the_statement(
+    corpus: Corpus, pg_url: str, tmp_path: Path
+) -> None:
+    settings = Settings(database_url=pg_url, data_dir=tmp_path)
+    rt = Runtime(
+        settings, corpus.db, LocalBlobStore(settings.blob_dir), corpus.embedder, Tokenizer()
+    )
+    docs = [EvalDocument(k, f"{k}.txt", "text", text=t) for k, t in FILING.items()]
+    try:
+        ingested = await ingest(rt, "owner-filing", docs, lambda *_: None)
+    finally:
+        await rt.aclose()
+    args = {"owner_id": "owner-filing", "document_pks": list(ingested.pks.values()), "top_k": 3}
+
+    async def first(question: str) -> str:
+        hits = await retrieval.retrieve(corpus.db, corpus.embedder, question=question, **args)
+        return next(k for k, pk in ingested.pks.items() if pk == hits[0].document_pk)
+
+    # Prose about the measure matches the words better; the statement holds the figure.
+    assert await first("What was the working capital in fiscal 2023?") == "balance-sheet"
+    assert await first("What is the current ratio?") == "balance-sheet"  # a measure it names
+    assert (
+        await first("Why does management review its working capital every quarter?") == "liquidity"
+    )
+
+
 async def test_postings_are_written_on_ready_and_go_with_the_document(
     corpus: Corpus, pg_url: str, tmp_path: Path
 ) -> None:
@@ -430,6 +494,18 @@ def test_a_financial_measure_brings_its_line_items_to_the_lexical_side() -> None
     # A question that names no measure is searched as it is.
     question = "Who founded the Harwick Observatory?"
     assert lexical_query(question) == question
+
+
+def test_the_share_of_a_passage_made_of_figures_and_questions_that_ask_for_one() -> None:
+    statement = "Consolidated balance sheets\nTotal assets 15,803 17,504\nGoodwill 1,383 1,384"
+    assert figure_share(statement) == pytest.approx(2 / 3)
+    assert figure_share("| Revenue | 1,234 |\n| --- | --- |") == 0.5
+    assert figure_share("We opened 12 stores.\nMost are small.") == 0.0
+    assert figure_share("") == 0.0
+    assert asks_for_figure("How many stores did Best Buy open?")
+    assert asks_for_figure("What was working capital in 2023?")  # a measure it names
+    assert not asks_for_figure("Why does working capital matter?")
+    assert not asks_for_figure("Who signed the report?")
 
 
 def test_fusion_combines_scores_each_side_scaled_over_its_candidates() -> None:

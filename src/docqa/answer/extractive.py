@@ -24,9 +24,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from docqa.answer.prompt import content_words
-from docqa.answer.sentences import row_label, units
+from docqa.answer.sentences import units
 from docqa.ingest.embed import Embedder
 from docqa.search.expand import measure_parts
+from docqa.search.figures import asks_for_figure, row_label
 from docqa.search.retrieve import Hit
 
 MAX_SENTENCES = 4
@@ -65,14 +66,6 @@ _CAUSAL = re.compile(
     re.IGNORECASE,
 )
 _NAME = re.compile(r"(?<=[a-z,;] )[A-Z][a-zA-Z&.-]+")
-_NUMBER_QUESTION = re.compile(
-    r"^\s*(how (many|much|long|old|often|far|large|big)|what (percentage|percent|share|"
-    r"proportion|number|amount|year|date|fraction|ratio|rate)|when\b|in which year)"
-    r"|^\s*what (was|were|is|are)\b.*\b(revenue|revenues|income|sales|profit|profits|cost|"
-    r"costs|price|value|growth|margin|total|net|gross|average|amount|number|rate|ratio|debt|"
-    r"earnings|expenses?|assets|liabilities|cash|dividends?|eps|share|percentage)\b",
-    re.IGNORECASE,
-)
 _ACRONYM_QUESTION = re.compile(
     r"\bstands? for\b|\bfull (form|name)\b|\babbreviat|\bacronym\b|"
     r"^\s*what (does|do|is|are) [A-Z][A-Za-z0-9&]{1,9} mean\b",
@@ -118,7 +111,7 @@ def question_kind(question: str) -> str:
     reason, a list, or other."""
     if acronym_asked(question):
         return "acronym"
-    if _NUMBER_QUESTION.search(question):
+    if asks_for_figure(question):
         return "number"
     if re.match(r"^\s*(who|whom|whose)\b", question, re.IGNORECASE):
         return "who"

@@ -15,6 +15,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from docqa.search.figures import is_row
+
 # Words that end with a period without ending a sentence (compared lower-case, without the dot).
 _ABBREVIATIONS = """inc corp co ltd llc plc lp llp bros no nos nr vol vols pp p ch chap sec art
     fig figs
@@ -28,11 +30,6 @@ _TERMINAL = re.compile(r"[.!?:][\"'”’)\]]*$")
 _LIST_ITEM = re.compile(r"^(?:[•\-–—*▪◦●]\s*|\(?(?:\d{1,2}|[a-zA-Z]|[ivx]{1,4})[.)]\s+)")
 _SPACE = re.compile(r"\s+")
 HEADING_MAX_WORDS = 10
-# A figure: an amount, a count, a percentage or a dash for none ("$ 1,874", "(12.5)", "3%",
-# "(15)%", "—"), or a sign written apart from its figure ("14 %", "$ 8.50").
-_FIGURE = re.compile(r"[$€£¥]?\(?[-–—]?\d[\d,.]*%?\)?%?|[-–—]|[$€£¥%]")
-_SENTENCE_INSIDE = re.compile(r"[.!?][\"'”’)\]]*\s+[A-Z]")
-_LEADER = re.compile(r"(\.\s?){4,}|…")  # a contents line's dots: "Removing the grille ..... 16"
 _YEAR = re.compile(r"(?<!\d)(?:19|20)\d\d(?!\d)")
 
 
@@ -93,34 +90,6 @@ def is_heading(line: str, following: str) -> bool:
         and not line.endswith((",", ";", ":", "-"))
         and bool(following)  # a title stands above something; the passage's last line is cut
         and (following[:1].isupper() or bool(_LIST_ITEM.match(following)))
-    )
-
-
-def _split_figures(line: str) -> tuple[list[str], list[str]]:
-    """A line's words, and the figures at its end."""
-    words = line.split()
-    figures = 0
-    while figures < len(words) and _FIGURE.fullmatch(words[-1 - figures]):
-        figures += 1
-    return words[: len(words) - figures], words[len(words) - figures :]
-
-
-def row_label(line: str) -> str:
-    """What a row of a statement is about: its words without the figures at its end
-    ("Working capital" of "Working capital (1) 1,902,216 1,263,899": a footnote mark is
-    taken for a figure)."""
-    return " ".join(_split_figures(line)[0])
-
-
-def is_row(line: str) -> bool:
-    """A line of a statement: words, then one or more figures, and no sentence inside."""
-    words = line.split()
-    label = _split_figures(line)[0]
-    return (
-        any(w.isalpha() for w in label)
-        and any(c.isdigit() for w in words[len(label) :] for c in w)
-        and not _SENTENCE_INSIDE.search(line)
-        and not _LEADER.search(line)
     )
 
 

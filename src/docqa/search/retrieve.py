@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
-from sqlalchemy import text
+from sqlalchemy import Row, text
 
 from docqa.db.engine import Database
 from docqa.ingest.embed import Embedder
 from docqa.search.expand import lexical_query
+from docqa.search.figures import asks_for_figure, figure_share
 from docqa.search.lexical import Ranking, Scope, lexical_ranking
 from docqa.search.rerank import RERANK_CANDIDATES, Reranker, rerank_hits
 from docqa.search.vector import drop_embedding, start_embedding, vector_ranking
@@ -91,12 +92,50 @@ def fuse(
 
 # Chunks looked up to find `keep` distinct pages: most questions need far fewer.
 PAGE_LOOKAHEAD = 4
+# A question that asks for a figure: the best fused candidates are reordered with this much
+# added to each for the share of its lines that are rows of figures (`figures.figure_share`).
+FIGURE_BONUS = 0.2
+FIGURE_CANDIDATES = 40
+
+
+async def _chunk_rows(db: Database, owner_id: str, ids: list[int]) -> dict[int, Row[Any]]:
+    async with db.session() as session:
+        rows = (await session.execute(_HITS_SQL, {"ids": ids, "owner": owner_id})).all()
+    return {row.id: row for row in rows}
+
+
+async def _figures_first(
+    db: Database, owner_id: str, ranked: list[int], scores: dict[int, float]
+) -> tuple[list[int], dict[int, Row[Any]]]:
+    """For a question that asks for a figure: the ranking with its head reordered, passages
+    made of figures (a statement's rows, a table's) before prose about them, and the head's
+    rows, fetched on the way.
+
+    On MMLongBench (two ingestions, with and without PDF tables as Markdown), page hit@5 rose
+    from 0.799 to 0.809 and from 0.773 to 0.803, and on its 10-K filings from 0.699 to 0.723 and
+    from 0.602 to 0.687; questions with text evidence did not move (docs/quality.md).
+    """
+    head = ranked[:FIGURE_CANDIDATES]
+    rows = await _chunk_rows(db, owner_id, head)
+    boosted = {
+        cid: scores[cid] + FIGURE_BONUS * figure_share(rows[cid].text)
+        for cid in head
+        if cid in rows
+    }
+    scores.update(boosted)
+    return sorted(head, key=lambda cid: (-scores[cid], cid)) + ranked[len(head) :], rows
 
 
 async def _one_per_page(
-    db: Database, owner_id: str, ranked: list[int], scores: dict[int, float], keep: int
+    db: Database,
+    owner_id: str,
+    ranked: list[int],
+    scores: dict[int, float],
+    keep: int,
+    known: dict[int, Row[Any]] | None = None,
 ) -> list[Hit]:
-    """The best `keep` chunks of the ranking from distinct pages, best first.
+    """The best `keep` chunks of the ranking from distinct pages, best first (`known`: rows
+    already fetched).
 
     A page's best chunk stands for it. Its next chunks would only send the reader to the same
     place again and crowd out other pages: on MMLongBench, page hit@5 rose from 0.696 to 0.744
@@ -104,13 +143,13 @@ async def _one_per_page(
     """
     hits: list[Hit] = []
     seen: set[tuple[uuid.UUID, int]] = set()
+    known = known or {}
     start = 0
     while len(hits) < keep and start < len(ranked):
         batch = ranked[start : start + max(keep * PAGE_LOOKAHEAD, keep + 20)]
         start += len(batch)
-        async with db.session() as session:
-            rows = (await session.execute(_HITS_SQL, {"ids": batch, "owner": owner_id})).all()
-        by_id = {row.id: row for row in rows}
+        missing = [cid for cid in batch if cid not in known]
+        by_id = {**known, **(await _chunk_rows(db, owner_id, missing) if missing else {})}
         for cid in batch:
             row = by_id.get(cid)
             if row is None or (row.document_pk, row.page_start) in seen:
@@ -205,7 +244,10 @@ async def retrieve(
     # With a reranker, the texts of all of its candidates are needed, not only the top_k.
     keep = top_k if reranker is None else max(top_k, rerank_candidates)
     ranked = sorted(scores, key=lambda cid: (-scores[cid], cid))
-    hits = await _one_per_page(db, owner_id, ranked, scores, keep)
+    known = None
+    if mode == "hybrid" and asks_for_figure(question):
+        ranked, known = await _figures_first(db, owner_id, ranked, scores)
+    hits = await _one_per_page(db, owner_id, ranked, scores, keep, known)
     if reranker is not None:
         hits = (await rerank_hits(reranker, question, hits, rerank_candidates))[:top_k]
     return hits
