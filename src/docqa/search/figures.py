@@ -13,6 +13,7 @@ from docqa.search.expand import measure_parts
 # A figure: an amount, a count, a percentage or a dash for none ("$ 1,874", "(12.5)", "3%",
 # "(15)%", "—"), or a sign written apart from its figure ("14 %", "$ 8.50").
 _FIGURE = re.compile(r"[$€£¥]?\(?[-–—]?\d[\d,.]*%?\)?%?|[-–—]|[$€£¥%]")
+_FIGURE_ENDS = frozenset(")%-–—$€£¥.,")
 _SENTENCE_INSIDE = re.compile(r"[.!?][\"'”’)\]]*\s+[A-Z]")
 _LEADER = re.compile(r"(\.\s?){4,}|…")  # a contents line's dots: "Removing the grille ..... 16"
 
@@ -35,6 +36,9 @@ def row_label(line: str) -> str:
 
 def is_row(line: str) -> bool:
     """A line of a statement: words, then one or more figures, and no sentence inside."""
+    line = line.rstrip()
+    if not line or not (line[-1].isdigit() or line[-1] in _FIGURE_ENDS):
+        return False  # the quick answer for most lines of prose
     words = line.split()
     label = _split_figures(line)[0]
     return (
