@@ -44,8 +44,11 @@ starts. At 1M chunks the first hundred or so questions after a start read the up
 the HNSW graph into PostgreSQL's buffers (about 45 ms a question on the vector side, against 7
 once warm), so `--warmup 100` measures a server that has been running a while.
 
+`--figure-questions` asks for figures instead ("How much was ...?"), which makes retrieval
+reorder its best 40 candidates by their share of rows of figures (docs/quality.md).
+
 Run: .venv/bin/python benchmarks/bench_ask.py [--asks 100] [--sizes 10000,100000,1000000]
-                                               [--pgdata DIR] [--warmup 10]
+                                               [--pgdata DIR] [--warmup 10] [--figure-questions]
 """
 
 from __future__ import annotations
@@ -120,8 +123,10 @@ def variant(text: str, round_: int) -> str:
     return " ".join(w for i, w in enumerate(words) if (i + round_) % 13)
 
 
-def questions(texts: list[str], count: int, rng: random.Random) -> list[str]:
-    """Questions in the words of the corpus: a few content words of a random sentence."""
+def questions(texts: list[str], count: int, rng: random.Random, figures: bool = False) -> list[str]:
+    """Questions in the words of the corpus: a few content words of a random sentence.
+    `figures`: asked for a figure ("How much was ...?"), which retrieval answers by reordering
+    its best candidates, passages of figures first (`retrieve.FIGURE_BONUS`)."""
     from docqa.answer.prompt import content_words
 
     out: list[str] = []
@@ -129,7 +134,12 @@ def questions(texts: list[str], count: int, rng: random.Random) -> list[str]:
         sentences = re.split(r"(?<=[.!?])\s+", rng.choice(texts))
         words = [w for w in content_words(rng.choice(sentences)) if w.isalpha() and len(w) > 3]
         if len(words) >= 4:
-            out.append(f"What does the report say about {' '.join(words[:6])}?")
+            topic = " ".join(words[:6])
+            out.append(
+                f"How much was the {topic}?"
+                if figures
+                else f"What does the report say about {topic}?"
+            )
     return out
 
 
@@ -699,6 +709,11 @@ def main() -> None:
         "--warmup", type=int, default=WARMUP, help="asks first, left out of every measure"
     )
     parser.add_argument(
+        "--figure-questions",
+        action="store_true",
+        help='ask for figures ("How much was ...?"): retrieval reorders its best candidates',
+    )
+    parser.add_argument(
         "--vectors",
         choices=["random", "real"],
         default="random",
@@ -711,7 +726,7 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     texts = corpus()
     warmup = args.warmup
-    qs = questions(texts, args.asks + warmup, random.Random(7))
+    qs = questions(texts, args.asks + warmup, random.Random(7), figures=args.figure_questions)
     print(f"bench_ask: {args.asks} asks per size, {len(texts)} distinct chunk texts, {cpu_note()}")
     workdir = Path(os.environ.get("TMPDIR", "/tmp"))
     with (
