@@ -434,6 +434,30 @@ def test_the_value_of_a_measure_is_a_number_to_the_answerer() -> None:
     assert extractive.question_kind("Why does working capital matter?") == "why"
 
 
+def test_a_measure_is_answered_with_the_rows_it_is_computed_from() -> None:
+    prose = (
+        "Our current ratio in fiscal 2023 stayed above the ratio our lenders require. The "
+        "current ratio is a measure of liquidity that management reviews every quarter. We "
+        "believe our current ratio in fiscal 2023 remains strong."
+    )
+    statement = (
+        "Fiscal years 2023 2022\nCash and cash equivalents 1,874 2,936\n"
+        "Total current assets 8,802 10,539\nAccounts payable 5,687 6,803\n"
+        "Total current liabilities 8,979 10,674\nLong-term debt 1,160 1,216"
+    )
+    hits = [
+        hit(1, prose, page=12),
+        hit(2, "Liquidity risks are discussed in the notes.", page=20),
+        hit(3, statement, page=40),
+    ]
+    question = "What was the current ratio in fiscal 2023?"
+    text = extractive.compose(extractive.select(question, hits, BagOfWordsEmbedder()).sentences)
+    # The prose that names the ratio wins on words; the rows hold what it is computed from.
+    assert "Fiscal years 2023 2022 [3]\nTotal current assets 8,802 10,539 [3]\n" in text
+    assert "Total current liabilities 8,979 10,674 [3]" in text
+    assert "Accounts payable" not in text
+
+
 def test_the_year_a_question_names_is_no_figure_that_answers_it() -> None:
     question = "How many domestic stores did Best Buy have at the end of fiscal 2023?"
     assert extractive.question_kind(question) == "number"

@@ -26,7 +26,7 @@ import numpy as np
 from docqa.answer.prompt import content_words
 from docqa.answer.sentences import units
 from docqa.ingest.embed import Embedder
-from docqa.search.expand import measure_parts
+from docqa.search.expand import line_items, measure_parts
 from docqa.search.figures import asks_for_figure, row_label
 from docqa.search.retrieve import Hit
 
@@ -335,11 +335,30 @@ def select(
         chosen = items
     else:
         chosen = _pick(sentences, scored, best_score)
+    if kind == "number":
+        chosen += _line_item_rows(question, sentences, prior, chosen)
     chosen = _with_headers(sorted(chosen, key=lambda s: s.order))
     # How well the passages answer is judged on their sentences: a short row of figures is like
     # many questions by one shared word ("France 100%" for "What is the capital of France?").
     judged = next((i for _, i in scored if not sentences[i].row), best)
     return Selection(chosen, sims[judged], lexical[judged])
+
+
+def _line_item_rows(
+    question: str, sentences: Sequence[Sentence], prior: Sequence[float], chosen: list[Sentence]
+) -> list[Sentence]:
+    """For a question about a financial measure ("What is Nike's current ratio?"), the rows of
+    the line items it is computed from ("Total current assets", "Total current liabilities")
+    that the answer does not hold yet: the best row whose label has every word of the item."""
+    added: list[Sentence] = []
+    for item in line_items(question):
+        wanted = terms(item)
+        if any(s.row and wanted <= terms(row_label(s.text)) for s in chosen + added):
+            continue
+        rows = [i for i, s in enumerate(sentences) if s.row and wanted <= terms(row_label(s.text))]
+        if rows:
+            added.append(sentences[max(rows, key=lambda i: prior[i])])
+    return added
 
 
 def _with_headers(chosen: Sequence[Sentence]) -> list[Sentence]:
