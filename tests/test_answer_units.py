@@ -23,7 +23,7 @@ from docqa.answer.prompt import (
     fit_sources,
     rewrite_without_model,
 )
-from docqa.answer.sentences import units
+from docqa.answer.sentences import column_heads, units
 from docqa.api.ask import _json, _ping
 from docqa.client import sse_events
 from docqa.ingest.embed import Vectors
@@ -163,6 +163,36 @@ def test_rows_of_a_statement_are_units_with_their_column_heads() -> None:
     ]
     # A lone line ending in a figure is prose, as before.
     assert [u.row for u in units("The grant was 2.4")] == [False]
+
+
+@pytest.mark.parametrize(
+    ("line", "heads"),
+    [
+        ("Fiscal Years Ended January 28, 2023 January 29, 2022", True),
+        ("(Millions) 2018 2017", True),
+        ("As of/ Year Ended December 31, Change 2015 2014 2013 2015 vs. 2014", True),
+        ("(Dollars in millions, except per share data) FISCAL 2021 FISCAL 2020 % CHANGE", True),
+        ("Percent change compares the full year 2017 with the full year 2016.", False),
+        (
+            "Accounts receivable, net of allowances of $132 and $190, at December 31, 2019 and "
+            "December 31, 2018, respectively 848 1,035",
+            False,
+        ),
+        ("population between 1900 and 1940, which is farm consolidation continues", False),
+    ],
+)
+def test_column_heads_name_years_and_are_not_prose(line: str, heads: bool) -> None:
+    assert column_heads(line) is heads
+
+
+def test_a_row_that_names_years_heads_no_other_row() -> None:
+    text = (
+        "Accounts receivable, net of allowances of $132 and $190, at December 31, 2019 and "
+        "December 31, 2018, respectively 848 1,035\nOther current assets 296 539"
+    )
+    found = [(u.text, u.row, u.header) for u in units(text)]
+    assert found[1] == ("Other current assets 296 539", True, "")
+    assert found[0][1], "a row all the same"
 
 
 def test_a_chosen_row_comes_after_its_column_heads_on_a_line_of_its_own() -> None:

@@ -30,6 +30,10 @@ _TERMINAL = re.compile(r"[.!?:][\"'”’)\]]*$")
 _LIST_ITEM = re.compile(r"^(?:[•\-–—*▪◦●]\s*|\(?(?:\d{1,2}|[a-zA-Z]|[ivx]{1,4})[.)]\s+)")
 _SPACE = re.compile(r"\s+")
 HEADING_MAX_WORDS = 10
+# Column heads hold at most this many lower-case words outside parentheses ("As of", "in").
+HEADS_MAX_SMALL_WORDS = 4
+_PARENTHESES = re.compile(r"\([^)]*\)")
+_WORD_ENDING = re.compile(r"\b([A-Za-z]{3,})[.!?](?=\s|$)")
 _YEAR = re.compile(r"(?<!\d)(?:19|20)\d\d(?!\d)")
 
 
@@ -41,7 +45,7 @@ class Unit:
     lead: bool = False  # introduces a list ("... include:")
     row: bool = False  # a row of a statement
     heading: bool = False  # a title line (only when asked for)
-    header: str = ""  # a row's column heads: the nearest line above it naming two years or more
+    header: str = ""  # a row's column heads: the nearest line above it that heads columns
 
 
 def _ends_sentence(text: str, dot: int) -> bool:
@@ -97,6 +101,19 @@ def _names_years(line: str) -> bool:
     return len(set(_YEAR.findall(line))) >= 2
 
 
+def column_heads(line: str) -> bool:
+    """Whether the line heads a statement's columns: it names two years or more and is not
+    prose ("Fiscal Years Ended January 28, 2023 January 29, 2022", "(Millions) 2018 2017"). A
+    sentence that names two years ("... at December 31, 2019 and 2018, respectively.") has an
+    amount, a sentence end or a run of small words."""
+    if not _names_years(line) or "$" in line:
+        return False
+    if any(m.group(1).lower() not in ABBREVIATIONS for m in _WORD_ENDING.finditer(line)):
+        return False  # a sentence ends in it ("2015 vs. 2014" ends none)
+    outside = _PARENTHESES.sub(" ", line)
+    return sum(w.isalpha() and w.islower() for w in outside.split()) <= HEADS_MAX_SMALL_WORDS
+
+
 Block = tuple[str, str, str]  # kind, text, and a row's column heads
 
 
@@ -110,7 +127,7 @@ def _blocks(text: str) -> list[Block]:
     """(kind, text) of each block: "heading", "item", "row", "table" or "prose" (lines
     joined)."""
     out: list[Block] = []
-    header = ""  # the last line seen that names two years or more
+    header = ""  # the last line seen that heads columns
     paragraphs = [
         [line.strip() for line in para.split("\n") if line.strip()]
         for para in re.split(r"\n\s*\n", text)
@@ -125,7 +142,7 @@ def _blocks(text: str) -> list[Block]:
             following = lines[i + 1] if i + 1 < len(lines) else after
             if rows[i] and ((i > 0 and rows[i - 1]) or (i + 1 < len(lines) and rows[i + 1])):
                 _flush(out, prose)  # a statement's row, next to another
-                if _names_years(line):  # its column heads: shown only above a row of figures
+                if column_heads(line):  # shown only above a row of figures, never alone
                     out.append(("heading", line, ""))
                 else:
                     out.append(("row", line, header))
@@ -142,7 +159,7 @@ def _blocks(text: str) -> list[Block]:
                 out.append(("heading", line, ""))
             else:
                 prose.append(line)
-            if _names_years(line):
+            if column_heads(line):
                 header = line
         _flush(out, prose)
     return out
