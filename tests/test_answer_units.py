@@ -488,6 +488,21 @@ def test_a_measure_is_answered_with_the_rows_it_is_computed_from() -> None:
     assert "Accounts payable" not in text
 
 
+def test_the_name_every_passage_shares_does_not_decide_the_answer() -> None:
+    hits = [
+        hit(
+            1,
+            "NIKE employees volunteer in their communities every year. As of May 31, 2021, we "
+            "had approximately 73,300 employees worldwide.",
+        ),
+        hit(2, "NIKE sells apparel through NIKE Direct stores and wholesale partners."),
+        hit(3, "NIKE Brand revenues grew in every region of the world."),
+    ]
+    question = "How many employees did NIKE have?"
+    chosen = extractive.select(question, hits, BagOfWordsEmbedder()).sentences
+    assert any("73,300 employees" in s.text for s in chosen)
+
+
 def test_the_year_a_question_names_is_no_figure_that_answers_it() -> None:
     question = "How many domestic stores did Best Buy have at the end of fiscal 2023?"
     assert extractive.question_kind(question) == "number"

@@ -44,6 +44,9 @@ FRAGMENT_PENALTY = 0.8
 # A sentence whose content words are nearly all the question's own restates it.
 RESTATES_BELOW = 0.34
 WORDS_PER_DELTA = 3
+# A question's term that half the passages or more hold (of three or more) counts this much: it
+# names what they are all about ("NIKE" asked of NIKE's 10-K), not what tells them apart.
+SUBJECT_SHARE, SUBJECT_WEIGHT, SUBJECT_MIN_SOURCES = 0.5, 0.5, 3
 # Words this long or longer meet the longer words they begin (`family`).
 FAMILY_PREFIX = 6
 
@@ -188,7 +191,7 @@ def family(term: str, vocabulary: set[str]) -> set[str]:
 def lexical_scores(question: str, sentences: Sequence[Sentence], context: str = "") -> list[float]:
     """The rarity-weighted share of the question's terms each sentence contains (a word of the
     term's `family` counts). Terms that only the conversation before (`context`) has count for
-    `CONTEXT_WEIGHT` of their rarity."""
+    `CONTEXT_WEIGHT` of their rarity, and terms most passages hold for `SUBJECT_WEIGHT`."""
     s_terms = [terms(s.text) for s in sentences]
     own = terms(question)
     weights = {t: CONTEXT_WEIGHT for t in terms(context) - own} | dict.fromkeys(own, 1.0)
@@ -197,6 +200,15 @@ def lexical_scores(question: str, sentences: Sequence[Sentence], context: str = 
     vocabulary = set().union(*s_terms)
     families = {t: family(t, vocabulary) for t in weights}
     n = len(sentences)
+    # A term most of the passages share names what they are all about (the company a filing is
+    # by): it tells none of their sentences apart.
+    sources: dict[int, set[str]] = {}
+    for sentence, st in zip(sentences, s_terms, strict=True):
+        sources.setdefault(sentence.source, set()).update(st)
+    if len(sources) >= SUBJECT_MIN_SOURCES:
+        for t in weights:
+            if sum(bool(families[t] & v) for v in sources.values()) >= SUBJECT_SHARE * len(sources):
+                weights[t] *= SUBJECT_WEIGHT
     idf = {
         t: w * math.log((n + 1) / (sum(bool(families[t] & st) for st in s_terms) + 0.5))
         for t, w in weights.items()
