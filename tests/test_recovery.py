@@ -79,3 +79,34 @@ async def test_sigkilled_worker_recovers_without_duplicates(
         for proc in (second, first, api):
             if proc is not None:
                 proc.stop()
+
+
+@pytest.mark.parametrize(("status", "marked"), [("processing", True), ("ready", False)])
+async def test_a_late_failure_never_undoes_a_ready_document(
+    database_url: str, tmp_path: Path, status: str, marked: bool
+) -> None:
+    """A second run of a document's job (retried after a database outage while the first still
+    ran) can fail after the first finished the document: the document stays ready."""
+    import uuid
+
+    from docqa.db.engine import open_database
+    from docqa.ingest.pipeline import mark_failed
+    from docqa.settings import Settings
+
+    url = new_database(database_url, "docqa_late_failure")
+    with psycopg.connect(url) as conn:
+        pk = conn.execute(
+            """INSERT INTO documents (owner_id, document_id, filename, content_type, kind,
+                   size_bytes, sha256, blob_key, status)
+               VALUES ('local', %s, 'a.pdf', 'application/pdf', 'pdf', 1, %s, 'none', %s)
+               RETURNING pk""",
+            (unique_id("late"), uuid.uuid4().hex * 2, status),
+        ).fetchone()[0]
+    db = await open_database(Settings(database_url=url, data_dir=tmp_path), pool_size=1)
+    try:
+        assert await mark_failed(db, pk, "processing_error", "It failed.") is marked
+    finally:
+        await db.close()
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT status FROM documents WHERE pk = %s", (pk,)).fetchone()
+    assert row[0] == ("failed" if marked else "ready")

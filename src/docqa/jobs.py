@@ -124,13 +124,13 @@ def build_job_app(settings: Settings, url: str) -> JobApp:
             return await process_document(runtime, pk)
         except Exception:
             log.exception("processing failed", extra={"document_pk": document_pk})
-            if attempts + 1 >= max_attempts:
-                await mark_failed(
-                    runtime.db,
-                    pk,
-                    "processing_error",
-                    f"Processing failed {max_attempts} times because of an internal error.",
-                )
+            if attempts + 1 >= max_attempts and not await mark_failed(
+                runtime.db,
+                pk,
+                "processing_error",
+                f"Processing failed {max_attempts} times because of an internal error.",
+            ):
+                return "ready"  # another run of this job finished it
             raise
 
     return app

@@ -150,12 +150,22 @@ async def process_document(rt: Runtime, pk: uuid.UUID) -> str:
     return "ready"
 
 
-async def mark_failed(db: Database, pk: uuid.UUID, code: str, message: str) -> None:
+async def mark_failed(db: Database, pk: uuid.UUID, code: str, message: str) -> bool:
+    """End the document `failed`, unless it is ready already: a second run of its job (one
+    retried after a database outage, while the first was still going) may fail after the first
+    finished it. Returns whether it was marked."""
     async with db.session() as session, session.begin():
-        await set_progress(
-            session, pk, status="failed", stage="failed", error_code=code, error_message=message
-        )
+        status = select(Document.status).where(Document.pk == pk).with_for_update()
+        ready = await session.scalar(status) == "ready"
+        if not ready:
+            await set_progress(
+                session, pk, status="failed", stage="failed", error_code=code, error_message=message
+            )
+    if ready:
+        log.warning("document already ready: not failed", extra={"document_pk": str(pk)})
+        return False
     log.info("document failed", extra={"document_pk": str(pk), "code": code})
+    return True
 
 
 async def _extract_and_index(
