@@ -51,18 +51,13 @@ SUBJECT_SHARE, SUBJECT_WEIGHT, SUBJECT_MIN_SOURCES = 0.5, 0.5, 3
 FAMILY_PREFIX = 6
 
 _SPACE = re.compile(r"\s+")
-_NUMBER = re.compile(
-    r"\d|\b(one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|forty|"
-    r"fifty|sixty|seventy|eighty|ninety|hundred|thousand|million|billion|dozen|half|twice)\b",
-    re.IGNORECASE,
+_NUMBER_WORDS = (
+    "one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|forty|fifty|"
+    "sixty|seventy|eighty|ninety|hundred|thousand|million|billion|dozen|half|twice"
 )
+_NUMBER = re.compile(rf"\d|\b({_NUMBER_WORDS})\b", re.IGNORECASE)
 # A number as a whole token: "1,577", "3.5", "2023", "twelve".
-_NUMBER_TOKEN = re.compile(
-    r"\d[\d,.]*\d|\d|\b(one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|"
-    r"thirty|forty|fifty|sixty|seventy|eighty|ninety|hundred|thousand|million|billion|dozen|half|"
-    r"twice)\b",
-    re.IGNORECASE,
-)
+_NUMBER_TOKEN = re.compile(rf"\d[\d,.]*\d|\d|\b({_NUMBER_WORDS})\b", re.IGNORECASE)
 _CAUSAL = re.compile(
     r"\b(because|due to|as a result|owing to|caused by|result(?:ed|s)? (?:from|in)|since|"
     r"so that|in order to|driven by|led to|reason)\b",
@@ -362,13 +357,13 @@ def _line_item_rows(
     """For a question about a financial measure ("What is Nike's current ratio?"), the rows of
     the line items it is computed from ("Total current assets", "Total current liabilities")
     that the answer does not hold yet: the best row whose label has every word of the item."""
+    items = line_items(question)
+    labels = {i: terms(row_label(s.text)) for i, s in enumerate(sentences) if s.row and items}
     added: list[Sentence] = []
-    for item in line_items(question):
+    for item in items:
         wanted = terms(item)
-        if any(s.row and wanted <= terms(row_label(s.text)) for s in chosen + added):
-            continue
-        rows = [i for i, s in enumerate(sentences) if s.row and wanted <= terms(row_label(s.text))]
-        if rows:
+        rows = [i for i, label in labels.items() if wanted <= label]
+        if rows and not any(sentences[i] in chosen or sentences[i] in added for i in rows):
             added.append(sentences[max(rows, key=lambda i: prior[i])])
     return added
 

@@ -62,18 +62,19 @@ FINANCIAL_MEASURES: tuple[tuple[str, tuple[str, ...]], ...] = (
 _COMPILED = tuple((re.compile(p, re.IGNORECASE), terms) for p, terms in FINANCIAL_MEASURES)
 
 
+def _named_items(question: str) -> list[str]:
+    return [item for pattern, items in _COMPILED if pattern.search(question) for item in items]
+
+
 def line_items(question: str) -> list[str]:
     """The line items of the financial measures the question names, each once."""
-    found = [item for pattern, items in _COMPILED if pattern.search(question) for item in items]
-    return list(dict.fromkeys(found))
+    return list(dict.fromkeys(_named_items(question)))
 
 
 def measure_parts(question: str) -> str:
     """The line items of the financial measures the question names, as words ("" when it
     names none)."""
-    return " ".join(
-        item for pattern, items in _COMPILED if pattern.search(question) for item in items
-    )
+    return " ".join(_named_items(question))
 
 
 def lexical_query(question: str) -> str:

@@ -143,15 +143,15 @@ async def _one_per_page(
     """
     hits: list[Hit] = []
     seen: set[tuple[uuid.UUID, int]] = set()
-    known = known or {}
+    fetched = dict(known or {})
     start = 0
     while len(hits) < keep and start < len(ranked):
         batch = ranked[start : start + max(keep * PAGE_LOOKAHEAD, keep + 20)]
         start += len(batch)
-        missing = [cid for cid in batch if cid not in known]
-        by_id = {**known, **(await _chunk_rows(db, owner_id, missing) if missing else {})}
+        if missing := [cid for cid in batch if cid not in fetched]:
+            fetched.update(await _chunk_rows(db, owner_id, missing))
         for cid in batch:
-            row = by_id.get(cid)
+            row = fetched.get(cid)
             if row is None or (row.document_pk, row.page_start) in seen:
                 continue
             seen.add((row.document_pk, row.page_start))
