@@ -7,6 +7,7 @@ tsvectors are the ones a deployment would hold.
 from __future__ import annotations
 
 import math
+import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -520,3 +521,89 @@ def test_fusion_combines_scores_each_side_scaled_over_its_candidates() -> None:
     # A single candidate, or candidates that all score alike, count fully, not as nothing.
     assert fuse([(7, 0.3)], [(7, 2.0)]) == pytest.approx({7: 1.0})
     assert fuse([(8, 0.5), (9, 0.5)], []) == pytest.approx({8: 0.5, 9: 0.5})
+
+
+def _facts(first: int, count: int) -> str:
+    """Paragraphs of numbered facts that tell chunks apart."""
+    return "\n\n".join(
+        f"Fact {n}: lighthouse keeper number {n} logged the tide, the wind and the ships "
+        f"passing the harbour wall during watch {n}, as every keeper before had done."
+        for n in range(first, first + count)
+    )
+
+
+async def test_a_source_is_its_best_chunk_with_its_neighbours_on_the_page(
+    corpus: Corpus, pg_url: str, tmp_path: Path
+) -> None:
+    settings = Settings(database_url=pg_url, data_dir=tmp_path)
+    rt = Runtime(
+        settings, corpus.db, LocalBlobStore(settings.blob_dir), corpus.embedder, Tokenizer()
+    )
+    owner = f"owner-{uuid.uuid4().hex[:8]}"
+    body = _facts(1, 40).replace(
+        "Fact 9:", "Fact 9: the keeper saw a glowing blue whale breach beside the rocks. Fact 9b:"
+    )
+    doc = EvalDocument("log", "log.txt", "text", text=body)
+    try:
+        ingested = await ingest(rt, owner, [doc], lambda *_: None)
+    finally:
+        await rt.aclose()
+    pk = ingested.pks["log"]
+    async with corpus.db.session() as session:
+        chunks = {
+            row.seq: row
+            for row in await session.execute(
+                text("SELECT id, seq, page_start, text FROM chunks WHERE document_pk = :pk"),
+                {"pk": pk},
+            )
+        }
+    assert len({c.page_start for c in chunks.values()}) >= 2, "the test needs several pages"
+
+    hits = await retrieval.retrieve(
+        corpus.db,
+        corpus.embedder,
+        owner_id=owner,
+        document_pks=[pk],
+        question="Which keeper saw a glowing blue whale breach?",
+        top_k=3,
+    )
+    assert "glowing blue whale" in hits[0].text
+    widened = 0
+    for hit in hits:
+        anchor = next(c for c in chunks.values() if c.id == hit.chunk_id)
+        same_page = [
+            chunks[s]
+            for s in (anchor.seq - 1, anchor.seq + 1)
+            if s in chunks and chunks[s].page_start == anchor.page_start
+        ]
+        assert anchor.text in hit.text
+        widened += bool(same_page)
+        for neighbour in same_page:  # their first and last facts are in the source
+            facts = re.findall(r"Fact \d+b?:", neighbour.text)
+            assert facts[0] in hit.text
+            assert facts[-1] in hit.text
+        other_pages = [c for c in chunks.values() if c.page_start != anchor.page_start]
+        for chunk in other_pages:
+            inner = re.findall(r"Fact \d+b?:", chunk.text)[1:-1]  # not on an edge it may share
+            assert not any(f"{fact} " in hit.text for fact in inner)
+        assert len(set(re.findall(r"Fact \d+b?:", hit.text))) == len(
+            re.findall(r"Fact \d+b?:", hit.text)
+        ), "an overlap was written twice"
+    assert widened, "no source had a neighbour on its page"
+
+
+def test_neighbouring_chunks_merge_past_their_overlap() -> None:
+    from types import SimpleNamespace as Row
+
+    page = "Alpha one. Beta two. Gamma three. Delta four."
+    first = Row(char_start=0, char_end=20, text=page[0:20], token_count=5, rects=[[0, 0, 1, 1]])
+    second = Row(char_start=11, char_end=33, text=page[11:33], token_count=6, rects=[[0, 1, 1, 2]])
+    # A table's later chunk starts with the table's header rows again, before its span.
+    third = Row(char_start=34, char_end=45, text="| h |\n" + page[34:45], token_count=4, rects=[])
+    text_, tokens, rects = retrieval.merge_chunks([third, second, first])
+    assert text_ == "Alpha one. Beta two. Gamma three.\nDelta four."
+    assert tokens == 15
+    assert rects == [[0, 0, 1, 1], [0, 1, 1, 2]]
+    # A chunk that lies inside another adds nothing.
+    inside = Row(char_start=5, char_end=15, text=page[5:15], token_count=3, rects=[])
+    assert retrieval.merge_chunks([first, inside])[0] == page[0:20]

@@ -2,14 +2,15 @@
 
 Every query filters by owner and document inside SQL, never afterwards. The two sides run at once
 (`search.lexical`, `search.vector`); their scores are combined (`fuse`), and each page gives at
-most one source.
+most one source: its best chunk, with the chunks either side of it on the page.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from sqlalchemy import Row, text
@@ -55,7 +56,7 @@ class Hit:
 _HITS_SQL = text(
     """
     SELECT c.id, c.document_pk, d.document_id, d.filename, c.page_start, c.text, c.token_count,
-           coalesce(c.rects, '[]'::jsonb) AS rects
+           coalesce(c.rects, '[]'::jsonb) AS rects, c.seq, c.char_start, c.char_end
     FROM chunks c JOIN documents d ON d.pk = c.document_pk
     WHERE c.id = ANY(:ids) AND c.owner_id = :owner
     """
@@ -133,7 +134,7 @@ async def _one_per_page(
     scores: dict[int, float],
     keep: int,
     known: dict[int, Row[Any]] | None = None,
-) -> list[Hit]:
+) -> tuple[list[Hit], dict[int, Row[Any]]]:
     """The best `keep` chunks of the ranking from distinct pages, best first (`known`: rows
     already fetched).
 
@@ -170,7 +171,95 @@ async def _one_per_page(
             )
             if len(hits) == keep:
                 break
-    return hits
+    return hits, fetched
+
+
+# Chunks either side of a source's best chunk, on its page, that join it in the source.
+NEIGHBOURS = 1
+
+_NEIGHBOURS_SQL = text(
+    """
+    SELECT c.id, c.document_pk, c.seq, c.page_start, c.char_start, c.char_end, c.text,
+           c.token_count, coalesce(c.rects, '[]'::jsonb) AS rects
+    FROM chunks c
+    JOIN unnest(CAST(:pks AS uuid[]), CAST(:seqs AS int[])) AS w(pk, seq)
+      ON c.document_pk = w.pk AND c.seq BETWEEN w.seq - :reach AND w.seq + :reach
+    WHERE c.owner_id = :owner AND c.seq <> w.seq
+    """
+)
+
+
+def _span_text(chunk: Row[Any]) -> str:
+    """The part of a chunk's text that is its span of the page: a table's later chunks start
+    with the table's header rows again, before the span."""
+    whole: str = chunk.text
+    extra = len(whole) - (chunk.char_end - chunk.char_start)
+    return whole[extra:] if extra > 0 else whole
+
+
+def merge_chunks(chunks: Sequence[Row[Any]]) -> tuple[str, int, list[list[float]]]:
+    """One passage of neighbouring chunks of one page, in page order: the first chunk's text,
+    then what each next one adds past their overlap. Returns the text, its size in word pieces
+    (an upper bound: overlaps are counted twice) and the chunks' rectangles."""
+    ordered = sorted(chunks, key=lambda c: (c.char_start, c.char_end))
+    first = ordered[0]
+    text_, end, tokens, rects = first.text, first.char_end, first.token_count, list(first.rects)
+    for chunk in ordered[1:]:
+        if chunk.char_end <= end:
+            continue
+        span = _span_text(chunk)
+        if chunk.char_start >= end:
+            text_ = f"{text_.rstrip()}\n{span.lstrip()}"
+        else:
+            text_ += span[end - chunk.char_start :]
+        end = chunk.char_end
+        tokens += chunk.token_count
+        rects.extend(chunk.rects)
+    return text_, tokens, rects
+
+
+async def _with_neighbours(
+    db: Database, owner_id: str, hits: list[Hit], fetched: dict[int, Row[Any]]
+) -> list[Hit]:
+    """Each source widened to the chunks next to its best chunk on the same page.
+
+    A 200-word-piece chunk often holds half of what answers: the rows of a statement without
+    their totals, a sentence without the list it leads into. Sources stay one per page and are
+    found by their best chunk, so retrieval is unchanged; the answerer reads more of each page.
+    On MMLongBench the extractive answer hit rose from 61 to 66 of 299 questions and citation
+    precision from 0.415 to 0.434 (one neighbour each side; two gave 63, docs/quality.md).
+    """
+    if not hits:
+        return hits
+    anchors = [fetched[hit.chunk_id] for hit in hits]
+    async with db.session() as session:
+        rows = (
+            await session.execute(
+                _NEIGHBOURS_SQL,
+                {
+                    "pks": [a.document_pk for a in anchors],
+                    "seqs": [a.seq for a in anchors],
+                    "owner": owner_id,
+                    "reach": NEIGHBOURS,
+                },
+            )
+        ).all()
+    near: dict[tuple[uuid.UUID, int], Row[Any]] = {(r.document_pk, r.seq): r for r in rows}
+    widened = []
+    for hit, anchor in zip(hits, anchors, strict=True):
+        chunks = [anchor]
+        for step in (-1, 1):  # outwards while the chunks stay on the page
+            for distance in range(1, NEIGHBOURS + 1):
+                chunk = near.get((anchor.document_pk, anchor.seq + step * distance))
+                if chunk is None or chunk.page_start != anchor.page_start:
+                    break
+                chunks.append(chunk)
+        if len(chunks) == 1:
+            widened.append(hit)
+            continue
+        merged, tokens, rects = merge_chunks(chunks)
+        widened.append(replace(hit, text=merged, token_count=tokens, rects=rects))
+    return widened
 
 
 async def retrieve(
@@ -188,7 +277,7 @@ async def retrieve(
     stats: SearchStats | None = None,
 ) -> list[Hit]:
     """The `top_k` best chunks for `question` among `document_pks` (all owned by `owner_id`),
-    each from a different page.
+    each from a different page and widened to its neighbours on that page (`text`).
 
     `query_vector`, from `start_embedding(embedder, question)`, lets a caller start embedding
     the question before it knows which documents to search.
@@ -247,7 +336,7 @@ async def retrieve(
     known = None
     if mode == "hybrid" and asks_for_figure(question):
         ranked, known = await _figures_first(db, owner_id, ranked, scores)
-    hits = await _one_per_page(db, owner_id, ranked, scores, keep, known)
+    hits, fetched = await _one_per_page(db, owner_id, ranked, scores, keep, known)
     if reranker is not None:
         hits = (await rerank_hits(reranker, question, hits, rerank_candidates))[:top_k]
-    return hits
+    return await _with_neighbours(db, owner_id, hits, fetched)
