@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: eval-answers setup setup-dev system-deps serve worker test lint format bench eval fuzz clean
+.PHONY: eval-answers eval-offtopic setup setup-dev system-deps serve worker test lint format bench eval fuzz clean
 
 # `setup` is what serving needs; `setup-dev` adds the tools and test libraries (Playwright,
 # mypy, ruff, ...). PyTorch's CPU build goes in first: see scripts/install-torch.sh.
@@ -65,6 +65,12 @@ eval: setup
 eval-answers: setup
 	$(PY) scripts/mmlongbench_questions.py $(EVAL_DATASET) > .eval-questions.jsonl
 	$(VENV)/bin/docqa eval --answers $(EVAL_DATASET) --questions .eval-questions.jsonl $(EVAL_ARGS)
+
+# Off-topic questions (general knowledge, how-to, gibberish) asked of the same documents: the
+# refusal rate is how often docqa says "not in your documents" instead of quoting them.
+eval-offtopic: setup
+	$(PY) scripts/offtopic_questions.py $(EVAL_DATASET) > .eval-offtopic.jsonl
+	$(VENV)/bin/docqa eval --answers $(EVAL_DATASET) --questions .eval-offtopic.jsonl $(EVAL_ARGS)
 
 FUZZ_EXAMPLES ?= 200
 

@@ -596,6 +596,35 @@ def test_evidence_refuses_weak_matches_and_years_no_document_mentions() -> None:
     )
 
 
+def test_evidence_refuses_when_most_subject_words_are_unwritten_and_nothing_is_close() -> None:
+    from docqa.answer.evidence import Evidence, subject_words
+
+    # Words that ask, instruct or name a kind of thing are not what a question is about.
+    assert subject_words("How do I knit a scarf? Answer in list format, page 3 of FY2021.") == [
+        "knit",
+        "scarf",
+    ]
+    assert subject_words("What is the title of the diagram?") == ["title"]
+    # Two of three subject words written nowhere, and passages only loosely like the question.
+    knit = Evidence(0.31, 0.30, absent_words=("knit", "scarf"), subject_count=3)
+    assert knit.unfamiliar
+    assert not knit.answers()
+    assert knit.reason() == (
+        "I couldn't find this in your documents: they never use the words \u201cknit\u201d or "
+        "\u201cscarf\u201d."
+    )
+    # A close passage keeps it (a question worded unlike the documents), and so does a
+    # question most of whose words the documents hold.
+    assert Evidence(0.31, 0.36, absent_words=("knit", "scarf"), subject_count=3).answers()
+    assert Evidence(0.36, 0.30, absent_words=("knit", "scarf"), subject_count=3).answers()
+    assert Evidence(0.31, 0.30, absent_words=("knit",), subject_count=2).answers()
+    assert Evidence(0.31, 0.30).answers()  # nothing looked up: the other rules decide
+    one = Evidence(0.2, 0.3, absent_words=("cricket",), subject_count=1)
+    assert one.reason() == (
+        "I couldn't find this in your documents: they never use the word \u201ccricket\u201d."
+    )
+
+
 @pytest.mark.parametrize(
     ("question", "names"),
     [

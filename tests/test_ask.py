@@ -385,10 +385,19 @@ async def test_no_ready_documents_at_all(database_url: str) -> None:
 @pytest.mark.parametrize(
     ("question", "sentence"),
     [
-        ("How do I bake sourdough bread at home?", "I couldn't find this in your documents."),
+        (
+            "How do I bake sourdough bread at home?",
+            "I couldn't find this in your documents: they never use the words \u201cbake\u201d, "
+            "\u201csourdough\u201d, \u201cbread\u201d or \u201chome\u201d.",
+        ),
         (
             "What is the capital of France?",
             "I couldn't find this in your documents: they never mention France.",
+        ),
+        (  # words the documents never use, whatever passages come closest
+            "asdf qwerty zxcv",
+            "I couldn't find this in your documents: they never use the words \u201casdf\u201d, "
+            "\u201cqwerty\u201d or \u201czxcv\u201d.",
         ),
         (
             "How many visitors did the Harwick Observatory have in 2031?",

@@ -17,7 +17,14 @@ from sqlalchemy import func, select
 
 from docqa import documents
 from docqa.answer import extractive
-from docqa.answer.evidence import MAX_NAME_WORDS, Evidence, names_in, word_forms, years_in
+from docqa.answer.evidence import (
+    MAX_NAME_WORDS,
+    Evidence,
+    names_in,
+    subject_words,
+    word_forms,
+    years_in,
+)
 from docqa.answer.llm import LLM, ChatMessage, CompletionStream, make_llm
 from docqa.answer.prompt import (
     answer_messages,
@@ -101,6 +108,15 @@ def _not_ready_sentence(document_id: str, status: str) -> str:
     return f"The document '{document_id}' is {status}, not ready yet; ask again when it is ready."
 
 
+@dataclass(frozen=True)
+class Unwritten:
+    """What of a question none of the searched documents holds."""
+
+    unmentioned: tuple[str, ...] = ()  # years and names
+    absent: tuple[str, ...] = ()  # subject words
+    subject_count: int = 0  # subject words the index keeps
+
+
 class Answerer:
     """Answers questions for one process: holds the database, the embedder and the model."""
 
@@ -150,8 +166,10 @@ class Answerer:
         reply = await self._llm.complete(messages, max_tokens=REWRITE_MAX_TOKENS)
         return clean_rewrite(reply, question.text)
 
-    async def _unmentioned(self, owner_id: str, pks: Scope, question: str) -> tuple[str, ...]:
-        """The years and names `question` uses that none of the documents mentions."""
+    async def _unwritten(self, owner_id: str, pks: Scope, question: str) -> Unwritten:
+        """What of `question` none of the documents holds: its years and names
+        (`unmentioned`), and its subject words (`absent`, of `subject_count` the index keeps).
+        One lookup in the postings."""
         years = years_in(question)
         names: dict[str, list[str]] = {}
         for name in names_in(question):
@@ -159,9 +177,11 @@ class Answerer:
                 break
             names[name] = name.split()
         forms = {word: word_forms(word) for words in names.values() for word in words}
-        if not years and not forms:
-            return ()
-        wanted = [*years, *(form for spellings in forms.values() for form in spellings)]
+        subjects = subject_words(question)
+        if not years and not forms and not subjects:
+            return Unwritten()
+        spellings = (form for spellings in forms.values() for form in spellings)
+        wanted = list(dict.fromkeys([*years, *spellings, *subjects]))
         async with self._db.session() as session:
             found = await presence(session, owner_id=owner_id, document_pks=pks, forms=wanted)
 
@@ -171,7 +191,8 @@ class Answerer:
 
         unmentioned = [year for year in years if found.get(year) is False]
         unmentioned += [name for name, words in names.items() if any(map(absent, words))]
-        return tuple(unmentioned)
+        kept = [word for word in subjects if word in found]
+        return Unwritten(tuple(unmentioned), tuple(w for w in kept if not found[w]), len(kept))
 
     async def start(self, owner_id: str, question: Question) -> Answer:
         """Resolve the documents, retrieve, and open the answer stream.
@@ -218,7 +239,7 @@ class Answerer:
         if self._llm is None or self._tokenizer is None:
             # The follow-up's own words lead; what it inherits from the conversation helps.
             context = standalone if standalone != question.text else ""
-            selection, unmentioned = await asyncio.gather(
+            selection, unwritten = await asyncio.gather(
                 asyncio.to_thread(
                     extractive.select,
                     question.text,
@@ -227,9 +248,15 @@ class Answerer:
                     context,
                     question_vector,
                 ),
-                self._unmentioned(owner_id, pks, standalone),
+                self._unwritten(owner_id, pks, standalone),
             )
-            evidence = Evidence(selection.similarity, stats.best_similarity, unmentioned)
+            evidence = Evidence(
+                selection.similarity,
+                stats.best_similarity,
+                unwritten.unmentioned,
+                unwritten.absent,
+                unwritten.subject_count,
+            )
             answered = evidence.answers()
             text = extractive.compose(selection.sentences)
             chosen = selection.sentences
