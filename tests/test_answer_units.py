@@ -619,6 +619,10 @@ def test_evidence_refuses_when_most_subject_words_are_unwritten_and_nothing_is_c
     assert Evidence(0.36, 0.30, absent_words=("knit", "scarf"), subject_count=3).answers()
     assert Evidence(0.31, 0.30, absent_words=("knit",), subject_count=2).answers()
     assert Evidence(0.31, 0.30).answers()  # nothing looked up: the other rules decide
+    # A follow-up's nearest chunk was found with the turn before's words: only its own
+    # sentences count.
+    assert not Evidence(0.31, 0.5, (), ("knit", "scarf"), 3, follows_up=True).answers()
+    assert Evidence(0.31, 0.5, (), ("knit", "scarf"), 3).answers()
     one = Evidence(0.2, 0.3, absent_words=("cricket",), subject_count=1)
     assert one.reason() == (
         "I couldn't find this in your documents: they never use the word \u201ccricket\u201d."

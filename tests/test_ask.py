@@ -162,6 +162,28 @@ async def test_follow_up_question_uses_the_history(
     assert any("Kvarner shipyard" in s and d == ferry.document_id and p == 2 for s, d, p in cited)
 
 
+async def test_a_new_topic_in_a_conversation_is_judged_by_its_own_words(
+    client: httpx.AsyncClient, ask_docs: dict[str, Doc]
+) -> None:
+    """Without a model, a follow-up is searched with the last question's words in front of its
+    own: an unrelated question must not pass for an answerable one because of them."""
+    ids = [d.document_id for d in ask_docs.values()]
+    history = [
+        {"role": "user", "content": "How often does the Lindqvist ferry cross the strait?"},
+        {"role": "assistant", "content": "It crosses the Saltmere strait twelve times a day. [1]"},
+    ]
+    asked = await ask(
+        client,
+        {"question": "How do I knit a woollen scarf?", "document_ids": ids, "history": history},
+    )
+    asked.assert_well_formed()
+    require_extractive(asked)
+    assert asked.done["answered"] is False
+    assert asked.text.startswith(
+        "I couldn't find this in your documents: they never use the words \u201cknit\u201d, "
+    )
+
+
 async def test_no_document_ids_means_every_ready_document(
     client: httpx.AsyncClient, ask_docs: dict[str, Doc]
 ) -> None:

@@ -164,6 +164,9 @@ class Evidence:
     # them the index keeps at all.
     absent_words: tuple[str, ...] = ()
     subject_count: int = 0
+    # A follow-up searched with words of the turn before: its nearest chunk was found for them
+    # too, so only its own sentence similarity says how close the passages are to what it asks.
+    follows_up: bool = False
 
     def _below(self, floor_sentence: float, floor_chunk: float) -> bool:
         return self.sentence_similarity < floor_sentence and (
@@ -181,7 +184,7 @@ class Evidence:
         return (
             self.subject_count > 0
             and len(self.absent_words) >= UNFAMILIAR_SHARE * self.subject_count
-            and self._below(UNFAMILIAR_FLOOR, UNFAMILIAR_FLOOR)
+            and self._below(UNFAMILIAR_FLOOR, 1.0 if self.follows_up else UNFAMILIAR_FLOOR)
         )
 
     def answers(self) -> bool:

@@ -166,10 +166,13 @@ class Answerer:
         reply = await self._llm.complete(messages, max_tokens=REWRITE_MAX_TOKENS)
         return clean_rewrite(reply, question.text)
 
-    async def _unwritten(self, owner_id: str, pks: Scope, question: str) -> Unwritten:
+    async def _unwritten(
+        self, owner_id: str, pks: Scope, question: str, own: str | None = None
+    ) -> Unwritten:
         """What of `question` none of the documents holds: its years and names
-        (`unmentioned`), and its subject words (`absent`, of `subject_count` the index keeps).
-        One lookup in the postings."""
+        (`unmentioned`), and the subject words of `own` (the words the user wrote, when
+        `question` is a follow-up made to stand alone; `absent`, of `subject_count` the index
+        keeps). One lookup in the postings."""
         years = years_in(question)
         names: dict[str, list[str]] = {}
         for name in names_in(question):
@@ -177,7 +180,7 @@ class Answerer:
                 break
             names[name] = name.split()
         forms = {word: word_forms(word) for words in names.values() for word in words}
-        subjects = subject_words(question)
+        subjects = subject_words(question if own is None else own)
         if not years and not forms and not subjects:
             return Unwritten()
         spellings = (form for spellings in forms.values() for form in spellings)
@@ -248,7 +251,7 @@ class Answerer:
                     context,
                     question_vector,
                 ),
-                self._unwritten(owner_id, pks, standalone),
+                self._unwritten(owner_id, pks, standalone, question.text),
             )
             evidence = Evidence(
                 selection.similarity,
@@ -256,6 +259,7 @@ class Answerer:
                 unwritten.unmentioned,
                 unwritten.absent,
                 unwritten.subject_count,
+                follows_up=standalone != question.text,
             )
             answered = evidence.answers()
             text = extractive.compose(selection.sentences)
