@@ -79,6 +79,22 @@ async def corpus(
     await db.close()
 
 
+async def _ingest_texts(
+    corpus: Corpus, pg_url: str, tmp_path: Path, owner: str, texts: dict[str, str]
+) -> dict[str, uuid.UUID]:
+    """Plain texts ingested through the real pipeline under `owner`: their pks by key."""
+    settings = Settings(database_url=pg_url, data_dir=tmp_path)
+    rt = Runtime(
+        settings, corpus.db, LocalBlobStore(settings.blob_dir), corpus.embedder, Tokenizer()
+    )
+    docs = [EvalDocument(k, f"{k}.txt", "text", text=t) for k, t in texts.items()]
+    try:
+        done = await ingest(rt, owner, docs, lambda *_: None)
+    finally:
+        await rt.aclose()
+    return done.pks
+
+
 async def _reference_bm25(corpus: Corpus, question: str, pks: list[uuid.UUID]) -> dict[int, float]:
     """BM25 computed in Python from the chunks' stored tsvectors (not from the postings), over
     owner-a's documents `pks`."""
@@ -333,20 +349,12 @@ FILING = {
 async def test_a_question_that_asks_for_a_figure_prefers_the_statement(
     corpus: Corpus, pg_url: str, tmp_path: Path
 ) -> None:
-    settings = Settings(database_url=pg_url, data_dir=tmp_path)
-    rt = Runtime(
-        settings, corpus.db, LocalBlobStore(settings.blob_dir), corpus.embedder, Tokenizer()
-    )
-    docs = [EvalDocument(k, f"{k}.txt", "text", text=t) for k, t in FILING.items()]
-    try:
-        ingested = await ingest(rt, "owner-filing", docs, lambda *_: None)
-    finally:
-        await rt.aclose()
-    args = {"owner_id": "owner-filing", "document_pks": list(ingested.pks.values()), "top_k": 3}
+    pks = await _ingest_texts(corpus, pg_url, tmp_path, "owner-filing", FILING)
+    args = {"owner_id": "owner-filing", "document_pks": list(pks.values()), "top_k": 3}
 
     async def first(question: str) -> str:
         hits = await retrieval.retrieve(corpus.db, corpus.embedder, question=question, **args)
-        return next(k for k, pk in ingested.pks.items() if pk == hits[0].document_pk)
+        return next(k for k, pk in pks.items() if pk == hits[0].document_pk)
 
     # Prose about the measure matches the words better; the statement holds the figure.
     assert await first("What was the working capital in fiscal 2023?") == "balance-sheet"
@@ -359,17 +367,9 @@ async def test_a_question_that_asks_for_a_figure_prefers_the_statement(
 async def test_postings_are_written_on_ready_and_go_with_the_document(
     corpus: Corpus, pg_url: str, tmp_path: Path
 ) -> None:
-    settings = Settings(database_url=pg_url, data_dir=tmp_path)
-    store = LocalBlobStore(settings.blob_dir)
-    rt = Runtime(settings, corpus.db, store, corpus.embedder, Tokenizer())
     text_ = "Glaciers carve valleys. A glacier moves slowly, and glaciers melt in summer."
     owner = f"owner-{uuid.uuid4().hex[:8]}"
-    doc = EvalDocument("ice", "ice.txt", "text", text=text_)
-    try:
-        done = await ingest(rt, owner, [doc], lambda *_: None)
-    finally:
-        await rt.aclose()
-    pk = done.pks["ice"]
+    pk = (await _ingest_texts(corpus, pg_url, tmp_path, owner, {"ice": text_}))["ice"]
 
     async def rows(sql: str) -> list[Any]:
         async with corpus.db.session() as session:
@@ -403,9 +403,6 @@ async def test_a_long_documents_postings_are_cut_into_blocks_in_chunk_order(
 ) -> None:
     """A lexeme held by more chunks than a block holds gets several blocks, which together list
     every chunk once, in order, with its own length; BM25 over them matches the reference."""
-    settings = Settings(database_url=pg_url, data_dir=tmp_path)
-    store = LocalBlobStore(settings.blob_dir)
-    rt = Runtime(settings, corpus.db, store, corpus.embedder, Tokenizer())
     words = ["ice", "snow", "meltwater", "moraine", "crevasse", "summit", "ridge", "valley"]
     paragraphs = [
         f"Section {i}. The glacier report number {i}. "
@@ -413,12 +410,8 @@ async def test_a_long_documents_postings_are_cut_into_blocks_in_chunk_order(
         for i in range(80)
     ]
     owner = f"owner-{uuid.uuid4().hex[:8]}"
-    doc = EvalDocument("long", "long.txt", "text", text="\n\n".join(paragraphs))
-    try:
-        done = await ingest(rt, owner, [doc], lambda *_: None)
-    finally:
-        await rt.aclose()
-    pk = done.pks["long"]
+    texts = {"long": "\n\n".join(paragraphs)}
+    pk = (await _ingest_texts(corpus, pg_url, tmp_path, owner, texts))["long"]
     async with corpus.db.session() as session:
         blocks = (
             await session.execute(
@@ -535,20 +528,11 @@ def _facts(first: int, count: int) -> str:
 async def test_a_source_is_its_best_chunk_with_its_neighbours_on_the_page(
     corpus: Corpus, pg_url: str, tmp_path: Path
 ) -> None:
-    settings = Settings(database_url=pg_url, data_dir=tmp_path)
-    rt = Runtime(
-        settings, corpus.db, LocalBlobStore(settings.blob_dir), corpus.embedder, Tokenizer()
-    )
     owner = f"owner-{uuid.uuid4().hex[:8]}"
     body = _facts(1, 40).replace(
         "Fact 9:", "Fact 9: the keeper saw a glowing blue whale breach beside the rocks. Fact 9b:"
     )
-    doc = EvalDocument("log", "log.txt", "text", text=body)
-    try:
-        ingested = await ingest(rt, owner, [doc], lambda *_: None)
-    finally:
-        await rt.aclose()
-    pk = ingested.pks["log"]
+    pk = (await _ingest_texts(corpus, pg_url, tmp_path, owner, {"log": body}))["log"]
     async with corpus.db.session() as session:
         chunks = {
             row.seq: row
